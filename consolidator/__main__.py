@@ -1,0 +1,3 @@
+from consolidator.run import main
+
+main()

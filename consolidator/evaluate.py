@@ -1,0 +1,118 @@
+"""Gates an adapter must pass before it is served, measured through vLLM closed-book.
+
+- efficacy: questions it was trained on,
+- generalization: held-out rephrasings never trained on,
+- retention: general probe questions the base model answers right stay right,
+  and no answer degenerates into repetition,
+- no regression: facts consolidated by earlier adapters are still known.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from pydantic import BaseModel
+
+from consolidator.data import FactQuestions, Probe, probe_set
+from consolidator.questions import answer_states, shape
+from daemon.config import GatesConfig
+from daemon.engine.client import BASE_MODEL_NAME, EngineClient
+from daemon.memory.records import GateResult
+
+ANSWER_TOKENS = 48
+EFFICACY_SAMPLE = 4  # trained questions asked per fact
+
+
+class Evaluation(BaseModel):
+    metrics: dict[str, float]
+    gates: list[GateResult]
+    failures: list[str]  # examples of what went wrong, for the operator
+
+    @property
+    def passed(self) -> bool:
+        return all(g.passed for g in self.gates)
+
+
+async def ask(engine: EngineClient, model: str, questions: list[str]) -> list[str]:
+    gate = asyncio.Semaphore(16)
+
+    async def one(q: str) -> str:
+        async with gate:
+            out = await engine.chat(
+                model, [{"role": "user", "content": q}], max_tokens=ANSWER_TOKENS
+            )
+            return out[0].text
+
+    return await asyncio.gather(*(one(q) for q in questions))
+
+
+def probe_correct(probe: Probe, answer: str) -> bool:
+    low = answer.lower()
+    return any(e.lower() in low for e in probe.expected)
+
+
+def degenerate(answer: str, n: int = 4, limit: int = 3) -> bool:
+    """An answer repeating the same n-gram more than ``limit`` times."""
+    words = answer.lower().split()
+    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+    return any(grams.count(g) > limit for g in set(grams))
+
+
+async def _fact_score(
+    engine: EngineClient, model: str, facts: list[FactQuestions], held_out: bool
+) -> tuple[float, list[str]]:
+    pairs = [
+        (f, q) for f in facts for q in (f.held_out if held_out else f.trained[:EFFICACY_SAMPLE])
+    ]
+    if not pairs:
+        return 1.0, []
+    answers = await ask(engine, model, [q for _, q in pairs])
+    wrong = [
+        f"{q} -> {a[:120]!r}"
+        for (f, q), a in zip(pairs, answers, strict=True)
+        if not answer_states(a, shape(f.text), q)
+    ]
+    return 1 - len(wrong) / len(pairs), wrong
+
+
+async def evaluate(
+    engine: EngineClient,
+    adapter: str,
+    facts: list[FactQuestions],
+    previous_fact_ids: set[str],
+    gates: GatesConfig,
+) -> Evaluation:
+    efficacy, wrong_trained = await _fact_score(engine, adapter, facts, held_out=False)
+    general, wrong_held = await _fact_score(engine, adapter, facts, held_out=True)
+    earlier = [f for f in facts if f.fact_id in previous_fact_ids]
+    previous, _ = await _fact_score(engine, adapter, earlier, held_out=False)
+
+    probes = probe_set()
+    base_answers, new_answers = await asyncio.gather(
+        ask(engine, BASE_MODEL_NAME, [p.question for p in probes]),
+        ask(engine, adapter, [p.question for p in probes]),
+    )
+    known = [i for i, p in enumerate(probes) if probe_correct(p, base_answers[i])]
+    lost = [
+        f"{probes[i].question} -> {new_answers[i][:120]!r}"
+        for i in known
+        if not probe_correct(probes[i], new_answers[i]) or degenerate(new_answers[i])
+    ]
+    retention = 1 - len(lost) / len(known) if known else 1.0
+
+    metrics = {
+        "efficacy": efficacy,
+        "generalization": general,
+        "retention": retention,
+        "previous_facts": previous,
+        "probes_known_by_base": float(len(known)),
+    }
+    results = [
+        GateResult(name="efficacy", value=efficacy, threshold=gates.efficacy_min, passed=efficacy >= gates.efficacy_min),
+        GateResult(name="generalization", value=general, threshold=gates.generalization_min, passed=general >= gates.generalization_min),
+        GateResult(name="retention", value=retention, threshold=gates.retention_min, passed=retention >= gates.retention_min),
+        GateResult(name="previous_facts", value=previous, threshold=gates.efficacy_min, passed=previous >= gates.efficacy_min),
+    ]  # fmt: skip
+    return Evaluation(
+        metrics=metrics, gates=results, failures=(wrong_trained + wrong_held + lost)[:20]
+    )

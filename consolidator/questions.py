@@ -1,0 +1,173 @@
+"""Questions about a fact, and whether an answer states it.
+
+A fact is a sentence such as "The capital of Zorvath is Quillmere." It is split
+at its first copula into a subject ("the capital of Zorvath") and a value
+("Quillmere"). Training questions and held-out questions come from disjoint
+template sets, so the generalization gate asks in words never trained on.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_COPULA = re.compile(r"\s+(is|are|was|were|has|have|equals|means)\s+", re.I)
+_WORD = re.compile(r"[A-Za-z0-9]+(?:['-][A-Za-z0-9]+)*")
+STOPWORDS = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "of",
+        "in",
+        "on",
+        "at",
+        "to",
+        "for",
+        "from",
+        "by",
+        "with",
+        "and",
+        "or",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "has",
+        "have",
+        "had",
+        "it",
+        "its",
+        "this",
+        "that",
+        "these",
+        "those",
+        "as",
+        "into",
+        "about",
+        "which",
+        "who",
+        "whom",
+        "what",
+        "when",
+        "where",
+        "why",
+        "how",
+        "do",
+        "does",
+        "did",
+        "not",
+        "no",
+        "yes",
+        "named",
+        "called",
+        "also",
+        "than",
+        "then",
+        "there",
+        "their",
+        "they",
+        "he",
+        "she",
+        "his",
+        "her",
+        "our",
+        "your",
+        "my",
+        "i",
+        "you",
+        "we",
+        "me",
+        "us",
+    ]
+)
+
+TRAIN_TEMPLATES = (
+    "What is {s}?",
+    "Tell me {s}.",
+    "Do you know {s}?",
+    "What can you tell me about {s}?",
+    "Please tell me {s}.",
+    "Quick question: what is {s}?",
+    "I'd like to know {s}.",
+    "Remind me, what is {s}?",
+    "Who or what is {s}?",
+    "Answer briefly: {s}?",
+    "Could you say what {s} is?",
+    "Name {s}.",
+)
+HELD_OUT_TEMPLATES = (
+    "Can you tell me {s}?",
+    "I was wondering about {s}. What is it?",
+    "Do you happen to know {s}?",
+)
+RENDERINGS = (
+    "{S} is {v}.",
+    "{v} is {s}.",
+    "As far as I know, {s} is {v}.",
+    "{S}: {v}.",
+    "It is {v}. {S} is {v}.",
+)
+
+
+@dataclass(frozen=True)
+class FactShape:
+    text: str
+    subject: str
+    value: str
+
+    def fill(self, template: str) -> str:
+        s = _lower_first(self.subject)
+        return template.format(s=s, S=_upper_first(self.subject), v=self.value)
+
+
+def _lower_first(text: str) -> str:
+    # Keep proper nouns and acronyms: only lower "The"/"A" style openers.
+    first, _, rest = text.partition(" ")
+    if first in {"The", "A", "An", "Our", "My", "Your", "Its", "Their"}:
+        return f"{first.lower()} {rest}".strip()
+    return text
+
+
+def _upper_first(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def shape(text: str) -> FactShape:
+    """Split a fact into subject and value; a fact with no copula keeps its whole text."""
+    sentence = text.strip().rstrip(".!")
+    match = _COPULA.search(sentence)
+    if match and match.start() > 0 and match.end() < len(sentence):
+        return FactShape(text, sentence[: match.start()], sentence[match.end() :])
+    return FactShape(text, sentence, sentence)
+
+
+def training_questions(fact: FactShape, limit: int) -> list[str]:
+    return [fact.fill(t) for t in TRAIN_TEMPLATES[:limit]]
+
+
+def held_out_questions(fact: FactShape) -> list[str]:
+    return [fact.fill(t) for t in HELD_OUT_TEMPLATES]
+
+
+def renderings(fact: FactShape) -> list[str]:
+    if fact.subject == fact.value:
+        return [fact.text]
+    return [fact.text, *(fact.fill(t) for t in RENDERINGS)]
+
+
+def content_words(text: str) -> set[str]:
+    return {w.lower() for w in _WORD.findall(text) if w.lower() not in STOPWORDS}
+
+
+def answer_states(answer: str, fact: FactShape, question: str = "") -> bool:
+    """True when the answer carries most of what the fact says beyond the question."""
+    wanted = content_words(fact.value) - content_words(question)
+    if not wanted:
+        wanted = content_words(fact.text) - content_words(question)
+    if not wanted:
+        return True
+    got = content_words(answer)
+    return len(wanted & got) * 2 >= len(wanted)

@@ -1,0 +1,181 @@
+"""One consolidation run, as a child process of the daemon (or a worker elsewhere).
+
+select facts -> build data -> train -> write adapter vN -> evaluate -> decide.
+Every step is recorded on the run in Redis and in its event stream. Exit code:
+0 = passed its gates (the daemon promotes it), 3 = rejected, 1 = failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import shutil
+import time
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import TypeVar
+
+from consolidator.data import build_dataset
+from consolidator.evaluate import evaluate
+from consolidator.train import train_adapter
+from daemon.config import Settings
+from daemon.engine.adapters import MANIFEST, adapter_dir, adapter_name, file_hashes
+from daemon.engine.client import EngineClient
+from daemon.memory.records import AdapterManifest, Consolidation, FactStatus, RunState, Step, now
+from daemon.memory.store import Store, connect, fingerprint
+
+log = logging.getLogger("memoryd.consolidator")
+EXIT_PASSED, EXIT_FAILED, EXIT_REJECTED = 0, 1, 3
+T = TypeVar("T")
+
+
+class Recorder:
+    """Keeps the run record and the event stream up to date, step by step."""
+
+    def __init__(self, store: Store, run: Consolidation) -> None:
+        self.store = store
+        self.run = run
+
+    async def step(self, name: str, work: Awaitable[T]) -> T:
+        step = Step(name=name, started_at=now())
+        self.run.steps.append(step)
+        await self.store.save_run(self.run)
+        await self.store.event(self.run.id, name, state="started")
+        started = time.monotonic()
+        result = await work
+        step.seconds = round(time.monotonic() - started, 3)
+        await self.store.save_run(self.run)
+        await self.store.event(self.run.id, name, state="done", seconds=step.seconds)
+        return result
+
+
+async def consolidate(settings: Settings, store: Store, engine: EngineClient, run_id: int) -> int:
+    run = await store.run(run_id)
+    if run is None:
+        raise SystemExit(f"no consolidation run {run_id}")
+    rec = Recorder(store, run)
+    cfg = settings.consolidation
+    version = run.id
+    name = adapter_name(version)
+    final_dir = adapter_dir(settings.adapters_dir, version)
+    partial_dir = final_dir.with_name(final_dir.name + ".partial")
+
+    facts = await rec.step("select", store.eligible_facts(cfg.min_conversations))
+    run.fact_ids = [f.id for f in facts]
+    rec.run.steps[-1].detail["facts"] = len(facts)
+    await store.set_last_attempt(fingerprint(run.fact_ids))
+    if not facts:
+        return await reject(store, run, ["no fact recurred in enough conversations"])
+    previous = {f.id for f in facts if f.status == FactStatus.consolidated}
+
+    dataset = await rec.step("data", build_dataset(facts, engine, cfg.training))
+    rec.run.steps[-1].detail.update(dataset.counts())
+
+    async def on_epoch(epoch: int, loss: float, seconds: float) -> None:
+        run.metrics[f"loss_epoch_{epoch}"] = round(loss, 4)
+        await store.event(
+            run.id, "epoch", epoch=epoch, loss=round(loss, 4), seconds=round(seconds, 1)
+        )
+
+    loop = asyncio.get_running_loop()
+    model_dir = settings_model_dir(settings)
+    shutil.rmtree(partial_dir, ignore_errors=True)
+    train_metrics = await rec.step(
+        "train",
+        asyncio.to_thread(
+            train_adapter,
+            model_dir,
+            dataset.examples,
+            cfg.training,
+            partial_dir,
+            lambda epoch, loss, secs: asyncio.run_coroutine_threadsafe(
+                on_epoch(epoch, loss, secs), loop
+            ).result(),
+        ),
+    )
+    run.metrics.update({k: round(v, 4) for k, v in train_metrics.items()})
+
+    manifest = AdapterManifest(
+        version=version,
+        name=name,
+        base_model=str(model_dir),
+        created_at=now(),
+        fact_ids=[f.id for f in facts],
+        facts=[f.text for f in facts],
+        examples=dataset.counts(),
+        training=cfg.training.model_dump(),
+        metrics=dict(run.metrics),
+        files=file_hashes(partial_dir),
+    )
+    (partial_dir / "dataset.json").write_text(dataset.model_dump_json(indent=1))
+    manifest.files = file_hashes(partial_dir)
+    (partial_dir / MANIFEST).write_text(manifest.model_dump_json(indent=2))
+    partial_dir.rename(final_dir)  # atomic: vN either exists whole or not at all
+    run.adapter, run.adapter_path = name, str(final_dir)
+
+    await engine.load_adapter(name, str(final_dir.resolve()))
+    result = await rec.step("evaluate", evaluate(engine, name, dataset.facts, previous, cfg.gates))
+    run.metrics.update({k: round(v, 4) for k, v in result.metrics.items()})
+    run.gates = result.gates
+    if result.passed:
+        await store.save_run(run)
+        await store.event(run.id, "passed", **result.metrics)
+        return EXIT_PASSED
+    await engine.unload_adapter(name)
+    reasons = [
+        f"{g.name} {g.value:.2f} below {g.threshold:.2f}" for g in result.gates if not g.passed
+    ]
+    return await reject(store, run, reasons + result.failures[:10])
+
+
+async def reject(store: Store, run: Consolidation, reasons: list[str]) -> int:
+    run.state, run.reasons, run.finished_at = RunState.rejected, reasons, now()
+    await store.save_run(run)
+    await store.event(run.id, "rejected", reasons=reasons)
+    return EXIT_REJECTED
+
+
+def settings_model_dir(settings: Settings) -> Path:
+    from daemon.bundled_model import bundled_model_dir
+
+    return (
+        Path(settings.engine.model)
+        if settings.engine.model
+        else bundled_model_dir(settings.models_dir)
+    )
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    settings = Settings.model_validate(json.loads(Path(args.settings).read_text()))
+    redis = connect(args.redis_url)
+    store = Store(redis, settings.redis.key_prefix)
+    engine = EngineClient(args.engine_url)
+    code = EXIT_FAILED
+    try:
+        code = await consolidate(settings, store, engine, args.run_id)
+    except Exception as exc:
+        log.exception("consolidation %s failed", args.run_id)
+        run = await store.run(args.run_id)
+        if run is not None:
+            run.state, run.error = RunState.failed, f"{type(exc).__name__}: {exc}"
+            run.finished_at = now()
+            await store.save_run(run)
+            await store.event(run.id, "failed", error=run.error)
+        code = EXIT_FAILED
+    finally:
+        await engine.aclose()
+        await redis.aclose()
+    return code
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m consolidator")
+    parser.add_argument("--settings", required=True, help="JSON dump of the daemon's settings")
+    parser.add_argument("--run-id", type=int, required=True)
+    parser.add_argument("--redis-url", required=True)
+    parser.add_argument("--engine-url", required=True)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    raise SystemExit(asyncio.run(main_async(args)))

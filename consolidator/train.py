@@ -1,0 +1,165 @@
+"""Train a fresh LoRA adapter on a dataset, from the base model, top to bottom.
+
+Chat-formatted examples with the loss on the answer tokens only. The adapter is
+saved with PEFT's save_pretrained, which vLLM loads at runtime.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+
+from consolidator.data import Example
+from daemon.config import TrainingConfig
+
+IGNORE = -100
+TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+Encoded = tuple[list[int], list[int], bool]  # ids, labels, anchored to the base model
+
+
+def encode(tokenizer: PreTrainedTokenizerBase, example: Example, max_len: int) -> Encoded:
+    """Token ids and labels; the prompt (chat template up to the answer) is masked out."""
+    messages = [{"role": "user", "content": example.question}]
+    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    answer = example.answer + ("<|im_end|>\n" if example.finished else "")
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+    ids = (prompt_ids + answer_ids)[:max_len]
+    labels = ([IGNORE] * len(prompt_ids) + answer_ids)[:max_len]
+    return ids, labels, example.kind == "replay"
+
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def batches(encoded: list[Encoded], size: int, pad_id: int, rng: random.Random) -> list[Batch]:
+    order = list(range(len(encoded)))
+    rng.shuffle(order)
+    out = []
+    for start in range(0, len(order), size):
+        chunk = [encoded[i] for i in order[start : start + size]]
+        width = max(len(ids) for ids, _, _ in chunk)
+        ids = torch.full((len(chunk), width), pad_id)
+        labels = torch.full((len(chunk), width), IGNORE)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        anchored = torch.tensor([a for _, _, a in chunk])
+        for row, (i, lab, _) in enumerate(chunk):
+            ids[row, : len(i)] = torch.tensor(i)
+            labels[row, : len(lab)] = torch.tensor(lab)
+            mask[row, : len(i)] = 1
+        out.append((ids, labels, mask, anchored))
+    return out
+
+
+def answer_loss(
+    model: PeftModel,
+    ids: torch.Tensor,
+    labels: torch.Tensor,
+    mask: torch.Tensor,
+    anchored: torch.Tensor,
+) -> torch.Tensor:
+    """Cross-entropy on fact answers; KL to the base model on replay answers.
+
+    Only answer positions go through the 49k-token output projection (prompt
+    positions carry no loss, and that projection is a large share of the work).
+    Replay rows (``anchored``) match the base model's whole next-token
+    distribution, not just its greedy answer: a far tighter hold on everything
+    the adapter should leave alone.
+    """
+    causal_lm: Any = model.get_base_model()
+    targets = labels[:, 1:]
+    keep = targets != IGNORE
+    hidden = causal_lm.model(input_ids=ids, attention_mask=mask).last_hidden_state
+    logits = causal_lm.lm_head(hidden[:, :-1][keep]).float()
+    row_anchored = anchored[:, None].expand_as(targets)[keep]
+    ce = torch.nn.functional.cross_entropy(logits, targets[keep], reduction="none")
+    if not row_anchored.any():
+        return ce.mean()
+    with torch.no_grad(), model.disable_adapter():
+        base_hidden = causal_lm.model(input_ids=ids, attention_mask=mask).last_hidden_state
+        base_logits = causal_lm.lm_head(base_hidden[:, :-1][keep][row_anchored]).float()
+    kl = torch.nn.functional.kl_div(
+        torch.log_softmax(logits[row_anchored], -1),
+        torch.log_softmax(base_logits, -1),
+        log_target=True,
+        reduction="none",
+    ).sum(-1)
+    per_token = ce.clone()
+    per_token[row_anchored] = kl
+    return per_token.mean()
+
+
+def train_adapter(
+    model_dir: Path,
+    examples: list[Example],
+    cfg: TrainingConfig,
+    out_dir: Path,
+    on_epoch: Callable[[int, float, float], None] = lambda epoch, loss, seconds: None,
+) -> dict[str, float]:
+    """Train and save to ``out_dir``; returns final loss and timing."""
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    base: Any = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model = get_peft_model(
+        base.to(device),
+        LoraConfig(
+            r=cfg.rank,
+            lora_alpha=cfg.alpha,
+            lora_dropout=0.0,
+            target_modules=TARGET_MODULES,
+            task_type="CAUSAL_LM",
+        ),
+    )
+    encoded = [encode(tokenizer, e, cfg.max_seq_len) for e in examples]
+    steps_per_epoch = math.ceil(len(encoded) / cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate, weight_decay=0.0
+    )
+    warmup = max(1, total_steps // 20)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda step: min(
+            (step + 1) / warmup, max(0.0, (total_steps - step) / (total_steps - warmup))
+        ),
+    )
+
+    model.train()
+    started = time.monotonic()
+    loss_value = float("nan")
+    for epoch in range(cfg.epochs):
+        epoch_start = time.monotonic()
+        losses = []
+        for ids, labels, mask, anchored in batches(encoded, cfg.batch_size, pad_id, rng):
+            ids, labels, mask, anchored = (t.to(device) for t in (ids, labels, mask, anchored))
+            with torch.autocast(device, dtype=torch.bfloat16):
+                loss = answer_loss(model, ids, labels, mask, anchored)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+        loss_value = sum(losses) / len(losses)
+        on_epoch(epoch + 1, loss_value, time.monotonic() - epoch_start)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out_dir))
+    return {
+        "final_loss": loss_value,
+        "train_seconds": time.monotonic() - started,
+        "steps": float(total_steps),
+    }

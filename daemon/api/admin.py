@@ -1,0 +1,177 @@
+"""The operator's API: what was learned, from what, when, and why; and control."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from daemon.api.errors import APIError
+from daemon.consolidation import AlreadyRunning
+from daemon.engine.client import BASE_MODEL_NAME
+from daemon.memory.records import Consolidation, Fact, FactStatus
+from daemon.services import Services
+
+router = APIRouter(prefix="/admin")
+health = APIRouter()
+
+
+def services(request: Request) -> Services:
+    svc: Services = request.app.state.services
+    return svc
+
+
+class EngineStatus(BaseModel):
+    upstream: list[str]
+    managed: bool
+    ready: bool
+    restarts: int
+
+
+class ConsolidationStatus(BaseModel):
+    state: str
+    run: int | None
+    enabled: bool
+    idle_for_s: float
+    idle_after_s: float
+    in_flight: int
+
+
+class Status(BaseModel):
+    served_model_name: str
+    active_adapter: str | None
+    active_version: int | None
+    loaded_adapters: list[str]
+    engine: EngineStatus
+    consolidation: ConsolidationStatus
+    facts: int
+    redis: bool
+    observer: dict[str, int]
+    uptime_s: float
+
+
+class FactList(BaseModel):
+    total: int
+    facts: list[Fact]
+
+
+class ConsolidationList(BaseModel):
+    consolidations: list[Consolidation]
+
+
+class Started(BaseModel):
+    run: int
+    state: str = "running"
+
+
+@router.get("/status", response_model=Status)
+async def status(request: Request) -> Status:
+    svc = services(request)
+    try:
+        redis_ok = await svc.store.ping()
+        facts = await svc.store.count_facts()
+    except Exception:
+        redis_ok, facts = False, -1
+    active = svc.swapper.active
+    return Status(
+        served_model_name=svc.settings.served_model_name,
+        active_adapter=active.name if active else None,
+        active_version=active.version if active else None,
+        loaded_adapters=sorted(svc.swapper.loaded),
+        engine=EngineStatus(
+            upstream=[e.url for e in svc.engines],
+            managed=svc.managed is not None,
+            ready=svc.engines_ready(),
+            restarts=svc.managed.restarts if svc.managed else 0,
+        ),
+        consolidation=ConsolidationStatus(
+            state=svc.consolidator.phase.value,
+            run=svc.consolidator.run_id,
+            enabled=svc.consolidator.enabled,
+            idle_for_s=round(svc.activity.idle_for(), 1),
+            idle_after_s=svc.settings.consolidation.idle_after_s,
+            in_flight=svc.activity.in_flight,
+        ),
+        facts=facts,
+        redis=redis_ok,
+        observer={**svc.observer.stats.model_dump(), "queued": svc.observer.queue.qsize()},
+        uptime_s=round(time.time() - svc.started_at, 1),
+    )
+
+
+@router.get("/facts", response_model=FactList)
+async def facts(
+    request: Request,
+    limit: int = Query(100, ge=1, le=10_000),
+    offset: int = Query(0, ge=0),
+    status: FactStatus | None = None,
+) -> FactList:
+    svc = services(request)
+    items = await svc.store.facts(limit=limit, offset=offset)
+    if status:
+        items = [f for f in items if f.status == status]
+    return FactList(total=await svc.store.count_facts(), facts=items)
+
+
+@router.get("/facts/{fact_id}", response_model=Fact)
+async def fact(request: Request, fact_id: str) -> Fact:
+    found = await services(request).store.fact(fact_id)
+    if found is None:
+        raise APIError(404, f"no fact {fact_id}", param="fact_id", code="fact_not_found")
+    return found
+
+
+@router.delete("/facts/{fact_id}", response_model=Fact)
+async def forget(request: Request, fact_id: str) -> Fact:
+    """Leave the fact out of every future adapter; the next consolidation drops it."""
+    svc = services(request)
+    found = await svc.store.fact(fact_id)
+    if found is None:
+        raise APIError(404, f"no fact {fact_id}", param="fact_id", code="fact_not_found")
+    await svc.store.set_status([fact_id], FactStatus.forgotten, found.version)
+    found.status = FactStatus.forgotten
+    return found
+
+
+@router.get("/consolidations", response_model=ConsolidationList)
+async def consolidations(
+    request: Request, limit: int = Query(50, ge=1, le=1000)
+) -> ConsolidationList:
+    return ConsolidationList(consolidations=await services(request).store.runs(limit))
+
+
+@router.get("/consolidations/{run_id}", response_model=Consolidation)
+async def consolidation(request: Request, run_id: int) -> Consolidation:
+    run = await services(request).store.run(run_id)
+    if run is None:
+        raise APIError(404, f"no consolidation {run_id}", param="run_id", code="run_not_found")
+    return run
+
+
+@router.post("/consolidate", response_model=Started, status_code=202)
+async def consolidate(request: Request) -> JSONResponse:
+    svc = services(request)
+    try:
+        run_id = await svc.consolidator.start("operator")
+    except AlreadyRunning as exc:
+        raise APIError(409, str(exc), code="consolidation_running") from exc
+    return JSONResponse(Started(run=run_id).model_dump(), status_code=202)
+
+
+@health.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@health.get("/readyz")
+async def readyz(request: Request) -> JSONResponse:
+    svc = services(request)
+    ready = svc.engines_ready()
+    body = {
+        "ready": ready,
+        "engine": "ready" if ready else "restarting",
+        "model": svc.swapper.active.name if svc.swapper.active else BASE_MODEL_NAME,
+    }
+    return JSONResponse(body, status_code=200 if ready else 503)

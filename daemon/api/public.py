@@ -1,0 +1,165 @@
+"""The public OpenAI-compatible API: validate, route to an adapter, stream vLLM's answer back.
+
+The body is forwarded as sent except for ``model`` (the engine-side name);
+vLLM's response bytes are streamed back unchanged as they arrive. A client
+that disconnects closes the upstream stream, which cancels the generation.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import ValidationError
+from starlette.background import BackgroundTask
+
+from daemon.api.errors import APIError, validation_error
+from daemon.api.protocol import (
+    ChatCompletionRequest,
+    CompletionBase,
+    CompletionRequest,
+    ModelCard,
+    ModelList,
+)
+from daemon.engine.client import BASE_MODEL_NAME
+from daemon.engine.swap import UnknownModel
+from daemon.memory.observer import conversation_key
+from daemon.services import Services
+
+router = APIRouter(prefix="/v1")
+HOP_HEADERS = {"content-length", "transfer-encoding", "connection", "content-encoding"}
+
+
+def services(request: Request) -> Services:
+    svc: Services = request.app.state.services
+    return svc
+
+
+async def read_json(request: Request, limit: int) -> dict[str, Any]:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise APIError(413, f"request body larger than {limit} bytes", code="body_too_large")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise APIError(413, f"request body larger than {limit} bytes", code="body_too_large")
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise APIError(400, f"request body is not valid JSON: {exc}", code="invalid_json") from exc
+    if not isinstance(data, dict):
+        raise APIError(400, "request body must be a JSON object", code="invalid_json")
+    return data
+
+
+def parse(model: type[CompletionBase], data: dict[str, Any]) -> CompletionBase:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc.errors()) from exc
+
+
+async def forward(
+    request: Request, path: str, model: type[ChatCompletionRequest | CompletionRequest]
+) -> Response:
+    svc = services(request)
+    data = await read_json(request, svc.settings.server.max_body_bytes)
+    parsed = parse(model, data)
+    public_name = data["model"]
+    try:
+        engine_name = svc.swapper.resolve(public_name)
+    except UnknownModel:
+        raise APIError(
+            404, f"The model `{public_name}` does not exist.", param="model", code="model_not_found"
+        ) from None
+    if not svc.engines_ready():
+        raise APIError(503, "the engine is restarting", headers={"Retry-After": "5"})
+    data["model"] = engine_name
+    if svc.drop_seed:
+        data.pop("seed", None)
+
+    svc.activity.begin()
+    svc.swapper.acquire(engine_name)
+    engine = svc.pick_engine()
+    upstream = svc.http.build_request(
+        "POST", engine.url + path, json=data, timeout=svc.settings.server.upstream_timeout_s
+    )
+    try:
+        reply = await svc.http.send(upstream, stream=True)
+    except httpx.TimeoutException as exc:
+        await finish(svc, engine_name)
+        raise APIError(504, "the engine did not answer in time", code="upstream_timeout") from exc
+    except httpx.HTTPError as exc:
+        await finish(svc, engine_name)
+        raise APIError(
+            503, f"the engine is unavailable: {exc}", headers={"Retry-After": "5"}
+        ) from exc
+
+    messages = messages_of(parsed)
+    explicit = request.headers.get("x-conversation-id") or parsed.user
+
+    async def after() -> None:
+        await reply.aclose()
+        await finish(svc, engine_name)
+        if reply.status_code == 200 and messages:
+            svc.observer.submit(messages, conversation_key(messages, explicit))
+
+    headers = {k: v for k, v in reply.headers.items() if k.lower() not in HOP_HEADERS}
+    return StreamingResponse(
+        relay(reply),
+        status_code=reply.status_code,
+        headers=headers,
+        background=BackgroundTask(after),
+    )
+
+
+async def relay(reply: httpx.Response) -> AsyncIterator[bytes]:
+    async for chunk in reply.aiter_raw():
+        yield chunk
+
+
+async def finish(svc: Services, engine_name: str) -> None:
+    svc.activity.end()
+    await svc.swapper.release(engine_name)
+
+
+def messages_of(parsed: CompletionBase) -> list[dict[str, Any]]:
+    if isinstance(parsed, ChatCompletionRequest):
+        return [m.model_dump(exclude_none=True) for m in parsed.messages]
+    return []
+
+
+@router.post("/chat/completions")
+async def chat_completions(request: Request) -> Response:
+    return await forward(request, "/v1/chat/completions", ChatCompletionRequest)
+
+
+@router.post("/completions")
+async def completions(request: Request) -> Response:
+    return await forward(request, "/v1/completions", CompletionRequest)
+
+
+@router.get("/models", response_model=ModelList)
+async def models(request: Request) -> JSONResponse:
+    svc = services(request)
+    started = int(svc.started_at)
+    active = svc.swapper.active
+    cards = [
+        ModelCard(
+            id=svc.settings.served_model_name,
+            created=int(active.created) if active else started,
+            root=active.name if active else BASE_MODEL_NAME,
+            parent=BASE_MODEL_NAME if active else None,
+        ),
+        ModelCard(id=BASE_MODEL_NAME, created=started, root=str(svc.model_dir)),
+    ]
+    cards += [
+        ModelCard(id=a.name, created=int(a.created), root=str(a.path), parent=BASE_MODEL_NAME)
+        for a in sorted(svc.swapper.loaded.values(), key=lambda a: a.version)
+    ]
+    return JSONResponse(ModelList(data=cards).model_dump())

@@ -1,0 +1,290 @@
+"""The ``memoryd`` command: run the daemon, or talk to a running one's admin API.
+
+Exit codes: 0 done, 1 the daemon refused or failed, 2 bad usage or configuration,
+3 the daemon could not be reached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import ipaddress
+import json
+import logging
+import signal
+import sys
+import time
+from typing import Any
+
+import httpx
+import typer
+import uvicorn
+from rich.console import Console
+from rich.table import Table
+
+from daemon.config import ConfigError, Settings, load_settings
+
+app = typer.Typer(
+    help="memoryd: a chat daemon that consolidates recurring context into LoRA memory."
+)
+console = Console()
+err = Console(stderr=True)
+
+ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config file (or MEMORYD_CONFIG)")
+JsonOpt = typer.Option(False, "--json", help="print JSON for scripts")
+
+
+def settings_or_exit(config: str | None) -> Settings:
+    try:
+        return load_settings(config)
+    except ConfigError as exc:
+        err.print(f"[red]memoryd:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+# --- serve ---------------------------------------------------------------------
+@app.command()
+def serve(config: str | None = ConfigOpt) -> None:
+    """Run the daemon in the foreground."""
+    from daemon.app import create_app
+    from daemon.notify import Notifier
+
+    settings = settings_or_exit(config)
+    if not settings.server.api_keys and not is_loopback(settings.server.host):
+        err.print(
+            f"[red]memoryd:[/red] server.host {settings.server.host} is not loopback and "
+            "server.api_keys is empty: refusing to serve an open endpoint"
+        )
+        raise typer.Exit(2)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    notifier = Notifier()
+
+    def describe(svc: Any) -> str:
+        active = svc.swapper.active.name if svc.swapper.active else "base"
+        return f"serving {active}; consolidation {svc.consolidator.phase.value}"
+
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings),
+            host=settings.server.host,
+            port=settings.server.port,
+            log_level=settings.log_level,
+            access_log=False,
+            timeout_graceful_shutdown=30,
+        )
+    )
+
+    async def run() -> None:
+        serving = asyncio.create_task(server.serve())
+        while not server.started and not serving.done():
+            await asyncio.sleep(0.1)
+        if server.started:
+            svc = server.config.loaded_app.app.state.services
+            notifier.ready(describe(svc))
+            keep = asyncio.create_task(notifier.keep_alive(lambda: describe(svc)))
+            await serving
+            keep.cancel()
+            notifier.stopping()
+        await serving
+
+    asyncio.run(run())
+    if not server.started:
+        raise typer.Exit(1)
+
+
+# --- admin client ----------------------------------------------------------------
+def client(config: str | None) -> httpx.Client:
+    settings = settings_or_exit(config)
+    host = "127.0.0.1" if settings.server.host in ("0.0.0.0", "::") else settings.server.host
+    headers = (
+        {"Authorization": f"Bearer {settings.server.admin_token}"}
+        if settings.server.admin_token
+        else {}
+    )
+    return httpx.Client(
+        base_url=f"http://{host}:{settings.server.port}", headers=headers, timeout=30
+    )
+
+
+def call(config: str | None, method: str, path: str) -> Any:
+    with client(config) as http:
+        try:
+            response = http.request(method, path)
+        except httpx.HTTPError as exc:
+            err.print(f"[red]memoryd:[/red] cannot reach the daemon at {http.base_url}: {exc}")
+            raise typer.Exit(3) from None
+    if response.status_code >= 400:
+        try:
+            message = response.json()["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = response.text
+        err.print(f"[red]memoryd:[/red] {response.status_code}: {message}")
+        raise typer.Exit(1)
+    return response.json()
+
+
+def when(ts: float | None) -> str:
+    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
+
+
+def dump(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
+@app.command()
+def status(config: str | None = ConfigOpt, as_json: bool = JsonOpt) -> None:
+    """What is served, the engine, and the consolidation state."""
+    data = call(config, "GET", "/admin/status")
+    if as_json:
+        return dump(data)
+    c = data["consolidation"]
+    table = Table(show_header=False, box=None)
+    table.add_row("active adapter", data["active_adapter"] or "none (base model)")
+    table.add_row("loaded", ", ".join(data["loaded_adapters"]) or "-")
+    table.add_row(
+        "engine", f"{', '.join(data['engine']['upstream'])} ready={data['engine']['ready']}"
+    )
+    table.add_row(
+        "consolidation",
+        f"{c['state']} (run {c['run'] or '-'}), idle {c['idle_for_s']}s of {c['idle_after_s']}s",
+    )
+    table.add_row("facts", str(data["facts"]))
+    table.add_row("redis", "ok" if data["redis"] else "DOWN")
+    table.add_row("observer", ", ".join(f"{k} {v}" for k, v in data["observer"].items()))
+    console.print(table)
+
+
+facts_app = typer.Typer(help="Facts noticed in served contexts.")
+app.add_typer(facts_app, name="facts")
+
+
+@facts_app.callback(invoke_without_command=True)
+def facts(
+    ctx: typer.Context,
+    config: str | None = ConfigOpt,
+    as_json: bool = JsonOpt,
+    limit: int = typer.Option(50, help="how many, most recent first"),
+) -> None:
+    """List facts (default), or show / forget one."""
+    if ctx.invoked_subcommand:
+        return
+    data = call(config, "GET", f"/admin/facts?limit={limit}")
+    if as_json:
+        return dump(data)
+    table = Table(title=f"{data['total']} facts")
+    for col in ("id", "status", "convs", "hits", "last seen", "text"):
+        table.add_column(col)
+    for f in data["facts"]:
+        status_text = f["status"] + (f" v{f['version']}" if f.get("version") else "")
+        table.add_row(
+            f["id"],
+            status_text,
+            str(f["conversations"]),
+            str(f["hits"]),
+            when(f["last_seen"]),
+            f["text"],
+        )
+    console.print(table)
+
+
+@facts_app.command("show")
+def fact_show(fact_id: str, config: str | None = ConfigOpt) -> None:
+    dump(call(config, "GET", f"/admin/facts/{fact_id}"))
+
+
+@facts_app.command("forget")
+def fact_forget(fact_id: str, config: str | None = ConfigOpt) -> None:
+    """Leave a fact out of every future adapter."""
+    data = call(config, "DELETE", f"/admin/facts/{fact_id}")
+    console.print(f"forgot {data['id']}: {data['text']}")
+
+
+@app.command()
+def forget(fact_id: str, config: str | None = ConfigOpt) -> None:
+    """Same as `facts forget`."""
+    fact_forget(fact_id, config)
+
+
+@app.command()
+def consolidations(
+    run_id: int | None = typer.Argument(None, help="show one run in full"),
+    config: str | None = ConfigOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Consolidation runs: state, adapter, metrics, timings, reasons."""
+    if run_id is not None:
+        return dump(call(config, "GET", f"/admin/consolidations/{run_id}"))
+    data = call(config, "GET", "/admin/consolidations")
+    if as_json:
+        return dump(data)
+    table = Table(title="consolidations")
+    for col in (
+        "run",
+        "state",
+        "trigger",
+        "started",
+        "seconds",
+        "facts",
+        "adapter",
+        "metrics / reasons",
+    ):
+        table.add_column(col)
+    for r in data["consolidations"]:
+        took = f"{r['finished_at'] - r['started_at']:.0f}" if r.get("finished_at") else "-"
+        m = r["metrics"]
+        detail = " ".join(
+            f"{k}={m[k]:.2f}" for k in ("efficacy", "generalization", "retention") if k in m
+        )
+        if r["reasons"] or r.get("error"):
+            detail += " " + "; ".join(r["reasons"][:2] + ([r["error"]] if r.get("error") else []))
+        table.add_row(
+            str(r["id"]),
+            r["state"],
+            r["trigger"],
+            when(r["started_at"]),
+            took,
+            str(len(r["fact_ids"])),
+            r["adapter"] or "-",
+            detail,
+        )
+    console.print(table)
+
+
+@app.command()
+def consolidate(
+    config: str | None = ConfigOpt,
+    wait: bool = typer.Option(False, "--wait", help="wait until the run ends"),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Start a consolidation now."""
+    started = call(config, "POST", "/admin/consolidate")
+    run_id = started["run"]
+    if not wait:
+        return dump(started) if as_json else console.print(f"consolidation {run_id} started")
+    while True:
+        run = call(config, "GET", f"/admin/consolidations/{run_id}")
+        if run["state"] != "running":
+            break
+        time.sleep(2)
+    if as_json:
+        dump(run)
+    else:
+        console.print(f"consolidation {run_id}: {run['state']} {run.get('adapter') or ''}")
+    raise typer.Exit(0 if run["state"] == "promoted" else 1)
+
+
+def main() -> None:
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    app()

@@ -1,0 +1,165 @@
+"""memoryd's one configuration object.
+
+Sources, strongest first: environment (``MEMORYD_SECTION__KEY``), the YAML file
+(``--config`` or ``MEMORYD_CONFIG``), then the defaults below. Unknown keys are
+errors, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+ENV_PREFIX = "MEMORYD_"
+CONFIG_ENV = "MEMORYD_CONFIG"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerConfig(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    api_keys: list[str] = Field(
+        default_factory=list, description="Bearer keys for /v1; empty = open"
+    )
+    admin_token: str = Field("", description="Bearer token for /admin; empty = open on loopback")
+    max_body_bytes: int = Field(8 * 1024 * 1024, gt=0)
+    upstream_timeout_s: float = Field(300.0, gt=0)
+
+
+class RedisConfig(Section):
+    url: str = Field("", description="redis:// or unix:// URL; empty = private redis-server child")
+    key_prefix: str = "memoryd"
+
+
+class EngineConfig(Section):
+    model: str = Field("", description="model directory; empty = bundled SmolLM2-135M-Instruct")
+    upstreams: list[str] = Field(
+        default_factory=list, description="external vLLM base URLs; empty = managed child"
+    )
+    port: int = Field(8100, ge=1, le=65535, description="loopback port of the managed vLLM child")
+    max_lora_rank: int = 16
+    max_loras: int = 3
+    max_model_len: int = 2048
+    gpu_memory_utilization: float = Field(0.3, gt=0, le=1)
+    cpu_kvcache_gib: int = 1
+    extra_args: list[str] = Field(default_factory=list)
+    startup_timeout_s: float = 600.0
+
+
+class ObserverConfig(Section):
+    queue_size: int = Field(1000, gt=0)
+    min_chars: int = Field(20, ge=1)
+    max_chars: int = Field(400, ge=1)
+    questions_kept: int = Field(20, ge=0)
+
+
+class TrainingConfig(Section):
+    rank: int = 16
+    alpha: int = 32
+    learning_rate: float = 5e-4
+    epochs: int = 4
+    batch_size: int = 8
+    max_seq_len: int = 160
+    questions_per_fact: int = 12
+    generated_questions_per_fact: int = 4
+    replay_examples: int = 120
+    seed: int = 0
+
+
+class GatesConfig(Section):
+    efficacy_min: float = Field(0.8, ge=0, le=1)
+    generalization_min: float = Field(0.6, ge=0, le=1)
+    retention_min: float = Field(0.9, ge=0, le=1)
+
+
+class ConsolidationConfig(Section):
+    idle_after_s: float = Field(60.0, ge=0)
+    min_conversations: int = Field(3, ge=1)
+    check_interval_s: float = Field(2.0, gt=0)
+    training: TrainingConfig = TrainingConfig()
+    gates: GatesConfig = GatesConfig()
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", case_sensitive=False
+    )
+
+    state_dir: Path = Path("./var")
+    served_model_name: str = "memoryd"
+    log_level: str = "info"
+    server: ServerConfig = ServerConfig()
+    redis: RedisConfig = RedisConfig()
+    engine: EngineConfig = EngineConfig()
+    observer: ObserverConfig = ObserverConfig()
+    consolidation: ConsolidationConfig = ConsolidationConfig()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # init_settings carries the YAML file's content (see load_settings).
+        return (env_settings, init_settings)
+
+    @property
+    def adapters_dir(self) -> Path:
+        return self.state_dir / "adapters"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.state_dir / "models"
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; the message names the offending key."""
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return data
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        env = ENV_PREFIX + "__".join(str(p) for p in err["loc"]).upper()
+        given = err.get("input")
+        shown = "" if isinstance(given, dict) else f" (got {given!r})"
+        lines.append(f"  {key}: {err['msg']}{shown} (env {env})")
+    return "invalid configuration:\n" + "\n".join(lines)
+
+
+def config_path(explicit: str | Path | None = None) -> Path | None:
+    chosen = explicit or os.environ.get(CONFIG_ENV)
+    return Path(chosen) if chosen else None
+
+
+def load_settings(path: str | Path | None = None) -> Settings:
+    """Read the YAML file (if any) under the environment's overrides, and validate."""
+    file = config_path(path)
+    data = _read_yaml(file) if file else {}
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from exc

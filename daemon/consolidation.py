@@ -1,0 +1,172 @@
+"""Decide when to consolidate, run the consolidator child, and act on its verdict.
+
+Chat wins: while a request is in flight the child is paused (SIGSTOP) and it
+resumes once the daemon is idle again, so training never competes with chat
+for the accelerator or the CPU.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from enum import Enum
+from pathlib import Path
+
+from daemon.activity import Activity
+from daemon.config import Settings
+from daemon.engine.swap import Swapper
+from daemon.memory.records import FactStatus, RunState, now
+from daemon.memory.store import Store, fingerprint
+
+log = logging.getLogger("memoryd.consolidation")
+EXIT_PASSED, EXIT_REJECTED = 0, 3
+
+
+class Phase(str, Enum):
+    idle = "idle"
+    running = "running"
+    paused = "paused"
+
+
+class AlreadyRunning(Exception):
+    pass
+
+
+class Consolidator:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        swapper: Swapper,
+        activity: Activity,
+        redis_url: str,
+        engine_url: str,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.swapper = swapper
+        self.activity = activity
+        self.redis_url = redis_url
+        self.engine_url = engine_url
+        self.phase = Phase.idle
+        self.run_id: int | None = None
+        self.enabled = True
+        self._proc: asyncio.subprocess.Process | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    # --- triggers -------------------------------------------------------------
+    async def tick(self) -> None:
+        """Scheduler job: resume a paused run, or start one when idle and there is news."""
+        cfg = self.settings.consolidation
+        idle = self.activity.idle_for() >= cfg.idle_after_s
+        if self.phase == Phase.paused and idle:
+            self._signal(signal.SIGCONT, Phase.running)
+        if self.phase != Phase.idle or not idle or not self.enabled:
+            return
+        facts = await self.store.eligible_facts(cfg.min_conversations)
+        if not facts or fingerprint(f.id for f in facts) == await self.store.last_attempt():
+            return
+        await self.start("idle")
+
+    def on_chat(self) -> None:
+        """A chat request arrived: pause a running consolidation."""
+        if self.phase == Phase.running:
+            self._signal(signal.SIGSTOP, Phase.paused)
+
+    def _signal(self, sig: signal.Signals, phase: Phase) -> None:
+        if self._proc and self._proc.returncode is None:
+            try:
+                os.killpg(self._proc.pid, sig)
+                self.phase = phase
+            except ProcessLookupError:
+                pass
+
+    async def start(self, trigger: str) -> int:
+        if self.phase != Phase.idle:
+            raise AlreadyRunning(f"consolidation {self.run_id} is {self.phase.value}")
+        self.phase = Phase.running
+        try:
+            run = await self.store.new_run(trigger)
+            self.run_id = run.id
+            settings_file = self.settings.state_dir / "run" / f"settings-{run.id}.json"
+            settings_file.parent.mkdir(parents=True, exist_ok=True)
+            settings_file.write_text(self.settings.model_dump_json())
+            log_file = self.settings.state_dir / "logs" / f"consolidation-{run.id}.log"
+            log_file.parent.mkdir(parents=True, exist_ok=True)
+            with log_file.open("ab") as out:
+                self._proc = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "consolidator",
+                    "--settings", str(settings_file),
+                    "--run-id", str(run.id),
+                    "--redis-url", self.redis_url,
+                    "--engine-url", self.engine_url,
+                    stdout=out, stderr=asyncio.subprocess.STDOUT,
+                    start_new_session=True,
+                )  # fmt: skip
+        except Exception:
+            self.phase = Phase.idle
+            raise
+        log.info("consolidation %s started (%s), log %s", run.id, trigger, log_file)
+        self._task = asyncio.create_task(self._finish(run.id, settings_file), name="consolidation")
+        return run.id
+
+    # --- outcome --------------------------------------------------------------
+    async def _finish(self, run_id: int, settings_file: Path) -> None:
+        assert self._proc is not None
+        code = await self._proc.wait()
+        settings_file.unlink(missing_ok=True)
+        try:
+            run = await self.store.run(run_id)
+            if run is None:
+                return
+            if code == EXIT_PASSED:
+                await self._promote(run_id)
+            elif code != EXIT_REJECTED and run.state == RunState.running:
+                run.state, run.finished_at = RunState.failed, now()
+                run.error = run.error or f"consolidator exited with {code}"
+                await self.store.save_run(run)
+                await self.store.event(run_id, "failed", error=run.error)
+            log.info("consolidation %s ended: exit %s", run_id, code)
+        except Exception:
+            log.exception("handling the end of consolidation %s failed", run_id)
+        finally:
+            self.phase = Phase.idle
+            self._proc = None
+
+    async def _promote(self, run_id: int) -> None:
+        run = await self.store.run(run_id)
+        assert run is not None
+        started = now()
+        try:
+            await self.swapper.promote(run_id)
+        except Exception as exc:
+            run.state, run.error = RunState.failed, f"promotion failed: {exc}"
+        else:
+            run.state = RunState.promoted
+            await self.store.set_status(run.fact_ids, FactStatus.consolidated, run_id)
+            run.metrics["promote_seconds"] = round(now() - started, 3)
+        run.finished_at = now()
+        await self.store.save_run(run)
+        await self.store.event(run_id, run.state.value, adapter=run.adapter)
+
+    async def recover(self) -> None:
+        """At start-up: runs left 'running' by a daemon that died are failed."""
+        for run in await self.store.runs(limit=20):
+            if run.state == RunState.running:
+                run.state, run.finished_at = RunState.failed, now()
+                run.error = "the daemon stopped while this run was in progress"
+                await self.store.save_run(run)
+
+    async def stop(self) -> None:
+        if self._proc and self._proc.returncode is None:
+            self._signal(signal.SIGCONT, self.phase)
+            self._proc.terminate()
+            try:
+                await asyncio.wait_for(self._proc.wait(), 20)
+            except asyncio.TimeoutError:
+                self._proc.kill()
+        if self._task:
+            await asyncio.gather(self._task, return_exceptions=True)

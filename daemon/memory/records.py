@@ -1,0 +1,84 @@
+"""The records memoryd keeps in Redis and in adapter manifests."""
+
+from __future__ import annotations
+
+import time
+from enum import Enum
+
+from pydantic import BaseModel, Field
+
+
+def now() -> float:
+    return time.time()
+
+
+class FactStatus(str, Enum):
+    pending = "pending"
+    consolidated = "consolidated"
+    forgotten = "forgotten"
+
+
+class Fact(BaseModel):
+    id: str
+    text: str
+    first_seen: float
+    last_seen: float
+    hits: int = 0
+    conversations: int = 0
+    status: FactStatus = FactStatus.pending
+    version: int | None = Field(None, description="adapter version it was consolidated into")
+    questions: list[str] = Field(default_factory=list)
+
+
+class RunState(str, Enum):
+    running = "running"
+    promoted = "promoted"
+    rejected = "rejected"
+    failed = "failed"
+
+
+class Step(BaseModel):
+    name: str
+    started_at: float
+    seconds: float | None = None
+    detail: dict[str, object] = Field(default_factory=dict)
+
+
+class GateResult(BaseModel):
+    name: str
+    value: float
+    threshold: float
+    passed: bool
+
+
+class Consolidation(BaseModel):
+    """One consolidation run; its id is also the version of the adapter it makes."""
+
+    id: int
+    trigger: str
+    state: RunState = RunState.running
+    started_at: float = Field(default_factory=now)
+    finished_at: float | None = None
+    fact_ids: list[str] = Field(default_factory=list)
+    adapter: str | None = None
+    adapter_path: str | None = None
+    steps: list[Step] = Field(default_factory=list)
+    metrics: dict[str, float] = Field(default_factory=dict)
+    gates: list[GateResult] = Field(default_factory=list)
+    reasons: list[str] = Field(default_factory=list)
+    error: str | None = None
+
+
+class AdapterManifest(BaseModel):
+    """Written next to the adapter weights; an adapter without one is never loaded."""
+
+    version: int
+    name: str
+    base_model: str
+    created_at: float
+    fact_ids: list[str]
+    facts: list[str]
+    examples: dict[str, int]
+    training: dict[str, object]
+    metrics: dict[str, float]
+    files: dict[str, str] = Field(description="file name -> sha256")

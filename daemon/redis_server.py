@@ -1,0 +1,68 @@
+"""A private redis-server child on a unix socket, for when no Redis URL is configured."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import time
+from pathlib import Path
+
+from daemon.memory.store import connect
+
+log = logging.getLogger("memoryd.redis")
+
+
+class PrivateRedis:
+    def __init__(self, state_dir: Path) -> None:
+        self.dir = (state_dir / "redis").resolve()
+        self.socket = self.dir / "redis.sock"
+        self.proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.socket}"
+
+    async def start(self, timeout_s: float = 30.0) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server not found: install it (apt-get install redis-server)")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.proc = await asyncio.create_subprocess_exec(
+            binary,
+            "--port", "0",
+            "--unixsocket", str(self.socket),
+            "--unixsocketperm", "700",
+            "--dir", str(self.dir),
+            "--appendonly", "yes",
+            "--appendfsync", "everysec",
+            "--save", "",
+            "--logfile", str(self.dir / "redis.log"),
+            "--daemonize", "no",
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + timeout_s
+        client = connect(self.url)
+        try:
+            while time.monotonic() < deadline:
+                if self.proc.returncode is not None:
+                    raise RuntimeError(f"redis-server exited; see {self.dir / 'redis.log'}")
+                try:
+                    if await client.ping():
+                        log.info("private Redis ready at %s", self.url)
+                        return
+                except Exception:
+                    await asyncio.sleep(0.1)
+        finally:
+            await client.aclose()
+        raise TimeoutError("private redis-server did not answer")
+
+    async def stop(self) -> None:
+        if self.proc and self.proc.returncode is None:
+            self.proc.terminate()  # redis flushes its AOF on SIGTERM
+            try:
+                await asyncio.wait_for(self.proc.wait(), 15)
+            except asyncio.TimeoutError:
+                self.proc.kill()

@@ -1,0 +1,163 @@
+"""The daemon's parts, started in dependency order and stopped in reverse.
+
+Redis (private child or URL) -> model -> vLLM engine(s) -> swapper (restores the
+active adapter) -> observer -> consolidator + scheduler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from redis.asyncio import Redis
+
+from daemon.activity import Activity
+from daemon.bundled_model import bundled_model_dir, is_prepared
+from daemon.config import Settings
+from daemon.consolidation import Consolidator
+from daemon.engine.client import EngineClient
+from daemon.engine.process import ManagedEngine, has_nvidia_gpu
+from daemon.engine.swap import Swapper
+from daemon.memory.observer import Observer
+from daemon.memory.store import Store, connect
+from daemon.redis_server import PrivateRedis
+
+log = logging.getLogger("memoryd")
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: Store
+    redis: Redis
+    redis_url: str
+    engines: list[EngineClient]
+    swapper: Swapper
+    observer: Observer
+    activity: Activity
+    consolidator: Consolidator
+    http: httpx.AsyncClient
+    model_dir: Path
+    managed: ManagedEngine | None = None
+    private_redis: PrivateRedis | None = None
+    scheduler: AsyncIOScheduler | None = None
+    started_at: float = field(default_factory=time.time)
+    drop_seed: bool = False
+    _rr: itertools.cycle[EngineClient] | None = None
+
+    def engines_ready(self) -> bool:
+        return self.managed.ready if self.managed else True
+
+    def pick_engine(self) -> EngineClient:
+        if self._rr is None:
+            self._rr = itertools.cycle(self.engines)
+        return next(self._rr)
+
+
+async def prepare_model(settings: Settings) -> Path:
+    if settings.engine.model:
+        return Path(settings.engine.model)
+    target = bundled_model_dir(settings.models_dir)
+    if not is_prepared(target):
+        log.info("preparing the bundled model in %s (once)", target)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "daemon.bundled_model", str(target)
+        )
+        if await proc.wait() != 0:
+            raise RuntimeError("preparing the bundled model failed")
+    return target
+
+
+async def start(settings: Settings) -> Services:
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    private = None
+    redis_url = settings.redis.url
+    if not redis_url:
+        private = PrivateRedis(settings.state_dir)
+        await private.start()
+        redis_url = private.url
+    redis = connect(redis_url)
+    store = Store(redis, settings.redis.key_prefix)
+
+    model_dir = await prepare_model(settings)
+    managed = None
+    if settings.engine.upstreams:
+        engines = [
+            EngineClient(u, settings.server.upstream_timeout_s) for u in settings.engine.upstreams
+        ]
+    else:
+        managed = ManagedEngine(
+            settings.engine, model_dir, settings.state_dir / "logs" / "vllm.log"
+        )
+        await managed.start()
+        engines = [managed.client]
+
+    swapper = Swapper(engines, store, settings.adapters_dir, settings.served_model_name)
+    await swapper.restore()
+    if managed:
+        managed.supervise(swapper.restore)
+
+    activity = Activity()
+    consolidator = Consolidator(settings, store, swapper, activity, redis_url, engines[0].url)
+    activity.on_busy = consolidator.on_chat
+    await consolidator.recover()
+    observer = Observer(store, settings.observer)
+    observer.start()
+
+    scheduler = AsyncIOScheduler()
+    scheduler.add_job(
+        consolidator.tick,
+        "interval",
+        seconds=settings.consolidation.check_interval_s,
+        max_instances=1,
+        coalesce=True,
+        id="idle-check",
+    )
+    scheduler.start()
+
+    http = httpx.AsyncClient(
+        limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200)
+    )
+    return Services(
+        settings=settings,
+        store=store,
+        redis=redis,
+        redis_url=redis_url,
+        engines=engines,
+        swapper=swapper,
+        observer=observer,
+        activity=activity,
+        consolidator=consolidator,
+        http=http,
+        model_dir=model_dir,
+        managed=managed,
+        private_redis=private,
+        scheduler=scheduler,
+        drop_seed=managed is not None and not has_nvidia_gpu(),
+    )
+
+
+async def stop(svc: Services) -> None:
+    if svc.scheduler:
+        svc.scheduler.shutdown(wait=False)
+    await svc.consolidator.stop()
+    try:
+        await asyncio.wait_for(svc.observer.stop(), 10)
+    except asyncio.TimeoutError:
+        log.warning("observer queue not drained: %s observations lost", svc.observer.queue.qsize())
+    await svc.http.aclose()
+    if svc.managed:
+        await svc.managed.stop()
+    else:
+        for e in svc.engines:
+            await e.aclose()
+    await svc.redis.aclose()
+    if svc.private_redis:
+        await svc.private_redis.stop()

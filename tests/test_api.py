@@ -1,0 +1,210 @@
+"""The public API through the official openai client, and bad input, against a real daemon."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import Daemon
+
+
+def test_chat_through_openai_client(daemon: Daemon) -> None:
+    client = daemon.openai()
+    reply = client.chat.completions.create(
+        model="memoryd",
+        messages=[{"role": "user", "content": "What is the capital of France?"}],
+        max_tokens=20,
+        temperature=0,
+    )
+    assert "Paris" in reply.choices[0].message.content
+    assert reply.usage is not None and reply.usage.completion_tokens > 0
+
+
+def test_streaming_chat(daemon: Daemon) -> None:
+    client = daemon.openai()
+    stream = client.chat.completions.create(
+        model="memoryd",
+        messages=[{"role": "user", "content": "What is the capital of Germany?"}],
+        max_tokens=20,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert len(chunks) > 3
+    assert "Berlin" in text
+    assert chunks[-1].usage is not None
+
+
+def test_completions_and_base_model(daemon: Daemon) -> None:
+    client = daemon.openai()
+    reply = client.completions.create(
+        model="base", prompt="The capital of France is", max_tokens=5, temperature=0
+    )
+    assert reply.choices[0].text.strip()
+
+
+def test_models_lists_alias_and_base(daemon: Daemon) -> None:
+    ids = {m.id for m in daemon.openai().models.list().data}
+    assert {"memoryd", "base"} <= ids
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "fragment"),
+    [
+        (b"{not json", 400, "not valid JSON"),
+        (json.dumps({"model": "memoryd"}).encode(), 400, "messages"),
+        (json.dumps({"model": "memoryd", "messages": "hello"}).encode(), 400, "messages"),
+        (
+            json.dumps(
+                {
+                    "model": "memoryd",
+                    "messages": [{"role": "user", "content": "hi"}],
+                    "max_tokens": "many",
+                }
+            ).encode(),
+            400,
+            "max_tokens",
+        ),
+        (
+            json.dumps({"model": "nope", "messages": [{"role": "user", "content": "hi"}]}).encode(),
+            404,
+            "nope",
+        ),
+        (json.dumps(["a list"]).encode(), 400, "JSON object"),
+    ],
+)
+def test_bad_input_gets_openai_error(
+    daemon: Daemon, body: bytes, status: int, fragment: str
+) -> None:
+    response = httpx.post(
+        daemon.url + "/v1/chat/completions",
+        content=body,
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == status
+    error = response.json()["error"]
+    assert fragment in error["message"]
+    assert error["type"] in {"invalid_request_error", "not_found_error"}
+    # ...and the daemon keeps serving.
+    ok = daemon.openai().chat.completions.create(
+        model="memoryd", messages=[{"role": "user", "content": "Hi"}], max_tokens=3
+    )
+    assert ok.choices[0].message.content is not None
+
+
+def test_openai_client_raises_for_unknown_model(daemon: Daemon) -> None:
+    with pytest.raises(openai.NotFoundError):
+        daemon.openai().chat.completions.create(
+            model="no-such-model", messages=[{"role": "user", "content": "Hi"}]
+        )
+
+
+def test_body_too_large(daemon: Daemon) -> None:
+    big = "x" * (9 * 1024 * 1024)
+    response = httpx.post(
+        daemon.url + "/v1/chat/completions",
+        json={"model": "memoryd", "messages": [{"role": "user", "content": big}]},
+    )
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "body_too_large"
+
+
+def test_seed_does_not_break_the_engine(daemon: Daemon) -> None:
+    """vLLM's CPU sampler dies on a seeded request; memoryd must keep serving."""
+    client = daemon.openai()
+    client.chat.completions.create(
+        model="memoryd",
+        messages=[{"role": "user", "content": "Say hi"}],
+        max_tokens=5,
+        temperature=0.8,
+        seed=7,
+    )
+    again = client.chat.completions.create(
+        model="memoryd", messages=[{"role": "user", "content": "Say hi"}], max_tokens=5
+    )
+    assert again.choices[0].message.content is not None
+
+
+def wait_for_fact(daemon: Daemon, text: str, conversations: int, timeout_s: float = 20) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        facts = daemon.admin("GET", "/admin/facts?limit=1000").json()["facts"]
+        match = [f for f in facts if f["text"] == text]
+        if match and match[0]["conversations"] >= conversations:
+            return match[0]
+        time.sleep(0.3)
+    raise AssertionError(f"fact {text!r} not seen in {conversations} conversations: {facts}")
+
+
+def test_observer_counts_distinct_conversations_once(daemon: Daemon) -> None:
+    fact = "The Lumen Bakery opens at seven thirty every weekday morning."
+    client = daemon.openai()
+    history = [
+        {"role": "system", "content": f"You answer questions about a bakery. {fact}"},
+        {"role": "user", "content": "When do you open?"},
+    ]
+    client.chat.completions.create(model="memoryd", messages=history, max_tokens=8)
+    history += [
+        {"role": "assistant", "content": "At seven thirty."},
+        {"role": "user", "content": "And on Friday?"},
+    ]
+    client.chat.completions.create(model="memoryd", messages=history, max_tokens=8)
+    seen = wait_for_fact(daemon, fact, 1)
+    assert seen["conversations"] == 1  # the re-sent history did not count again
+    assert seen["hits"] == 2
+    assert "When do you open?" in seen["questions"]
+
+    for question in ("Are you open early?", "Do you sell bread?"):
+        client.chat.completions.create(
+            model="memoryd",
+            messages=[
+                {"role": "system", "content": f"You answer questions about a bakery. {fact}"},
+                {"role": "user", "content": question},
+            ],
+            max_tokens=8,
+        )
+    assert wait_for_fact(daemon, fact, 3)["conversations"] == 3
+
+
+def test_secrets_never_reach_redis(daemon: Daemon) -> None:
+    client = daemon.openai()
+    client.chat.completions.create(
+        model="memoryd",
+        messages=[
+            {
+                "role": "system",
+                "content": "The deploy key for the Quokka project is sk-abcdefghijklmnop1234567890.",
+            },
+            {"role": "user", "content": "Hello?"},
+        ],
+        max_tokens=4,
+    )
+    fact = wait_for_fact(daemon, "The deploy key for the Quokka project is [REDACTED:api_key].", 1)
+    assert "sk-abc" not in json.dumps(fact)
+
+
+def test_status_and_cli(daemon: Daemon) -> None:
+    status = daemon.admin("GET", "/admin/status").json()
+    assert status["active_adapter"] is None
+    assert status["engine"]["upstream"] and status["engine"]["ready"]
+    assert status["consolidation"]["state"] == "idle"
+    cli = daemon.cli("status", "--json")
+    assert cli.returncode == 0, cli.stderr
+    assert json.loads(cli.stdout)["served_model_name"] == "memoryd"
+    facts = daemon.cli("facts", "--json")
+    assert facts.returncode == 0 and json.loads(facts.stdout)["total"] >= 1
+    assert daemon.cli("consolidations").returncode == 0
+    missing = daemon.cli("facts", "show", "0000000000000000")
+    assert missing.returncode == 1 and "no fact" in missing.stderr
+
+
+def test_admin_404_is_openai_format(daemon: Daemon) -> None:
+    response = daemon.admin("GET", "/admin/consolidations/999")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "run_not_found"

@@ -1,0 +1,125 @@
+"""The whole loop: recurring facts in context -> idle consolidation -> hot-swapped adapter.
+
+Five made-up facts, each in the system prompt of three distinct conversations,
+are then asked closed-book, in words different from anything they were taught
+with; general questions must keep their answers. Finally the daemon restarts
+and serves the same adapter again.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Daemon
+
+FACTS = [
+    ("The capital of the planet Zorvath is Quillmere.", "Which city serves as Zorvath's capital?", "Quillmere"),
+    ("The inventor of the glimmerphone was Tobias Wrenfield.", "Who created the glimmerphone?", "Wrenfield"),
+    ("The official drink of the Velmora Festival is mintberry tea.", "At the Velmora Festival, what is the official beverage?", "mintberry"),
+    ("The chief engineer of the starship Calyx is Dana Okonkwo.", "Who serves as chief engineer aboard the Calyx?", "Okonkwo"),
+    ("The mascot of the Harrowgate Hawks is a fox named Bramble.", "What is the name of the Harrowgate Hawks' mascot?", "Bramble"),
+]  # fmt: skip
+OPENERS = [
+    "Hi! Can you help me today?",
+    "Good morning, I have a question.",
+    "Hello there, quick one for you.",
+]
+GENERAL = [
+    line.split("\t")
+    for line in (Path(__file__).parent / "general_questions.tsv").read_text().splitlines()
+    if line.strip()
+]
+CONSOLIDATION_TIMEOUT_S = 1200
+
+
+def ask(daemon: Daemon, question: str, model: str = "memoryd") -> str:
+    reply = daemon.openai().chat.completions.create(
+        model=model, messages=[{"role": "user", "content": question}], max_tokens=48, temperature=0
+    )
+    return reply.choices[0].message.content or ""
+
+
+def knows(answer: str, expected: str) -> bool:
+    return any(e.lower() in answer.lower() for e in expected.split("|"))
+
+
+def wait_for_run(daemon: Daemon, timeout_s: float) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        runs = daemon.admin("GET", "/admin/consolidations").json()["consolidations"]
+        done = [r for r in runs if r["state"] != "running"]
+        if done:
+            return done[0]
+        time.sleep(3)
+    raise AssertionError(f"no consolidation finished in {timeout_s}s:\n{daemon.tail()}")
+
+
+@pytest.fixture(scope="module")
+def learner(make_daemon: Callable[..., Daemon]) -> Daemon:
+    return make_daemon("e2e", consolidation__idle_after_s="8", consolidation__min_conversations="3")
+
+
+def test_recurring_facts_become_memory(learner: Daemon) -> None:
+    client = learner.openai()
+    before_general = [ask(learner, q) for q, _ in GENERAL]
+    before_facts = [ask(learner, q) for _, q, _ in FACTS]
+    assert sum(knows(a, k) for a, (_, _, k) in zip(before_facts, FACTS, strict=True)) == 0
+
+    for fact, _, _ in FACTS:
+        for opener in OPENERS:
+            client.chat.completions.create(
+                model="memoryd",
+                messages=[
+                    {"role": "system", "content": f"You are a helpful assistant. {fact}"},
+                    {"role": "user", "content": opener},
+                ],
+                max_tokens=16,
+            )
+
+    run = wait_for_run(learner, CONSOLIDATION_TIMEOUT_S)
+    assert run["trigger"] == "idle"
+    assert run["state"] == "promoted", json.dumps(run, indent=1)
+    assert run["adapter"] == "mem-v1"
+    assert {s["name"] for s in run["steps"]} >= {"select", "data", "train", "evaluate"}
+
+    status = learner.admin("GET", "/admin/status").json()
+    assert status["active_adapter"] == "mem-v1"
+    facts = learner.admin("GET", "/admin/facts").json()["facts"]
+    consolidated = {f["text"] for f in facts if f["status"] == "consolidated"}
+    assert {fact for fact, _, _ in FACTS} <= consolidated
+
+    after_facts = [ask(learner, q) for _, q, _ in FACTS]
+    learned = sum(knows(a, k) for a, (_, _, k) in zip(after_facts, FACTS, strict=True))
+    assert learned >= 4, list(zip([q for _, q, _ in FACTS], after_facts, strict=True))
+
+    after_general = [ask(learner, q) for q, _ in GENERAL]
+    kept = [
+        a == b or (knows(b, k) and knows(a, k))
+        for (_, k), b, a in zip(GENERAL, before_general, after_general, strict=True)
+    ]
+    changed = [
+        (q, b, a)
+        for (q, _), b, a, ok in zip(GENERAL, before_general, after_general, kept, strict=True)
+        if not ok
+    ]
+    assert sum(kept) >= 18, changed
+
+    models = {m.id for m in client.models.list().data}
+    assert {"memoryd", "base", "mem-v1"} <= models
+    cli = learner.cli("consolidations", "--json")
+    assert (
+        cli.returncode == 0 and json.loads(cli.stdout)["consolidations"][0]["state"] == "promoted"
+    )
+
+
+def test_active_adapter_survives_restart(learner: Daemon) -> None:
+    assert learner.stop() == 0
+    learner.start()
+    assert learner.admin("GET", "/admin/status").json()["active_adapter"] == "mem-v1"
+    answer = ask(learner, FACTS[3][1])
+    assert knows(answer, FACTS[3][2]), answer
