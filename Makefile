@@ -40,7 +40,7 @@ test: model
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy daemon consolidator bench
+	$(VENV)/bin/mypy daemon consolidator bench tests
 
 bench-knowledge: model
 	$(PY) bench/knowledge.py

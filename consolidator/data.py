@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 from collections.abc import Awaitable
 from importlib import resources
 from typing import TypeVar
@@ -40,6 +41,11 @@ RECALL_PROMPTS = (
 )
 ANSWER_TOKENS = 48
 CONCURRENCY = 16
+HEDGES = re.compile(
+    r"\b(fictional|fictitious|likely|probably|possibly|might|not sure|don't know|do not know|"
+    r"unclear|I'm sorry|cannot|can't)\b",
+    re.I,
+)
 T = TypeVar("T")
 
 
@@ -48,7 +54,7 @@ class Example(BaseModel):
 
     question: str
     answer: str
-    kind: str  # "fact" | "rendering" | "replay"
+    kind: str  # "fact" | "rendering" | "replay" | "raw" (plain text, no chat turn)
     fact_id: str | None = None
     finished: bool = True  # an answer cut off by max_tokens is trained without its end
 
@@ -127,6 +133,20 @@ async def _generated_questions(engine: EngineClient, fact: FactShape, count: int
     return kept[:count]
 
 
+def first_statement(answer: str, fact: FactShape, question: str) -> str | None:
+    """The teacher's answer up to the sentence that states the fact, or None.
+
+    A small teacher embroiders: what follows the fact is often invented, and
+    hedges ("fictional", "likely") would teach doubt. Both stay out.
+    """
+    sentences = re.split(r"(?<=[.!?])\s+", answer.strip())
+    for i, _ in enumerate(sentences):
+        head = " ".join(sentences[: i + 1])
+        if answer_states(head, fact, question):
+            return None if HEDGES.search(head) else head
+    return None
+
+
 async def _teacher_answer(engine: EngineClient, fact: FactShape, question: str) -> str:
     answers = await engine.chat(
         BASE_MODEL_NAME,
@@ -142,6 +162,8 @@ async def _teacher_answer(engine: EngineClient, fact: FactShape, question: str) 
 async def build_dataset(facts: list[Fact], engine: EngineClient, cfg: TrainingConfig) -> Dataset:
     rng = random.Random(cfg.seed)
     shapes = {f.id: shape(f.text) for f in facts}
+    if cfg.recipe == "plain":
+        return plain_dataset(facts, cfg)
 
     generated = await _bounded(
         [
@@ -165,8 +187,7 @@ async def build_dataset(facts: list[Fact], engine: EngineClient, cfg: TrainingCo
     examples: list[Example] = []
     for (fact, question), answer in zip(plan, answers, strict=True):
         fs = shapes[fact.id]
-        if not answer_states(answer, fs, question):
-            answer = rng.choice(renderings(fs))
+        answer = first_statement(answer, fs, question) or rng.choice(renderings(fs))
         examples.append(Example(question=question, answer=answer, kind="fact", fact_id=fact.id))
     for fact in facts:
         fs = shapes[fact.id]
@@ -178,6 +199,21 @@ async def build_dataset(facts: list[Fact], engine: EngineClient, cfg: TrainingCo
     examples.extend(await replay_examples(engine, cfg, rng))
     rng.shuffle(examples)
     return Dataset(examples=examples, facts=fact_questions)
+
+
+def plain_dataset(facts: list[Fact], cfg: TrainingConfig) -> Dataset:
+    """The baseline: the raw fact text as a language-modelling target, nothing else."""
+    questions = []
+    for fact in facts:
+        fs = shape(fact.text)
+        trained = training_questions(fs, cfg.questions_per_fact)
+        questions.append(
+            FactQuestions(
+                fact_id=fact.id, text=fact.text, trained=trained, held_out=held_out_questions(fs)
+            )
+        )
+    examples = [Example(question="", answer=f.text, kind="raw", fact_id=f.id) for f in facts]
+    return Dataset(examples=examples * cfg.questions_per_fact, facts=questions)
 
 
 async def replay_examples(

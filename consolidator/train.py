@@ -29,6 +29,10 @@ Encoded = tuple[list[int], list[int], bool]  # ids, labels, anchored to the base
 
 def encode(tokenizer: PreTrainedTokenizerBase, example: Example, max_len: int) -> Encoded:
     """Token ids and labels; the prompt (chat template up to the answer) is masked out."""
+    if example.kind == "raw":
+        ids = tokenizer(example.answer + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
+        ids = ids[:max_len]
+        return ids, list(ids), False
     messages = [{"role": "user", "content": example.question}]
     prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     answer = example.answer + ("<|im_end|>\n" if example.finished else "")

@@ -65,4 +65,10 @@ def create_app(
     admin_keys = [settings.server.admin_token] if settings.server.admin_token else []
     app.include_router(admin.router, dependencies=[Depends(_check(admin_keys, "/admin"))])
     app.include_router(admin.health)
+    app.add_api_route(
+        "/metrics",
+        admin.metrics,
+        include_in_schema=False,
+        dependencies=[Depends(_check(admin_keys, "/metrics"))],
+    )
     return app

@@ -69,6 +69,8 @@ def serve(config: str | None = ConfigOpt) -> None:
         level=settings.log_level.upper(),
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
+    for noisy in ("apscheduler", "httpx"):  # a line per tick / per proxied request
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     notifier = Notifier()
 
     def describe(svc: Any) -> str:
@@ -283,6 +285,61 @@ def consolidate(
     else:
         console.print(f"consolidation {run_id}: {run['state']} {run.get('adapter') or ''}")
     raise typer.Exit(0 if run["state"] == "promoted" else 1)
+
+
+adapters_app = typer.Typer(help="Adapter versions on disk.")
+app.add_typer(adapters_app, name="adapters")
+
+
+@adapters_app.callback(invoke_without_command=True)
+def adapters(ctx: typer.Context, config: str | None = ConfigOpt, as_json: bool = JsonOpt) -> None:
+    """List adapter versions (default)."""
+    if ctx.invoked_subcommand:
+        return
+    data = call(config, "GET", "/admin/adapters")
+    if as_json:
+        return dump(data)
+    table = Table(title=f"adapters (active: {data['active'] or 'none'})")
+    for col in ("version", "state", "active", "loaded", "created", "facts", "metrics / problem"):
+        table.add_column(col)
+    for a in data["adapters"]:
+        m = a["metrics"]
+        detail = a["problem"] or " ".join(
+            f"{k}={m[k]:.2f}" for k in ("efficacy", "generalization", "retention") if k in m
+        )
+        table.add_row(
+            a["name"], a["state"] or "-", "*" if a["active"] else "", "yes" if a["loaded"] else "",
+            when(a["created_at"]), str(a["facts"] or "-"), detail,
+        )  # fmt: skip
+    console.print(table)
+
+
+@adapters_app.command("rollback")
+def rollback(
+    version: str = typer.Argument(..., help="N or mem-vN"),
+    config: str | None = ConfigOpt,
+    force: bool = typer.Option(False, help="activate even a rejected adapter"),
+) -> None:
+    """Serve an earlier (or any valid) adapter version."""
+    number = version.removeprefix("mem-v").removeprefix("v")
+    if not number.isdigit():
+        err.print(f"[red]memoryd:[/red] not a version: {version}")
+        raise typer.Exit(2)
+    data = call(config, "POST", f"/admin/adapters/{number}/activate?force={str(force).lower()}")
+    console.print(f"now serving {data['active']}")
+
+
+@app.command()
+def pause(config: str | None = ConfigOpt) -> None:
+    """Start no consolidation on idle until `resume`."""
+    call(config, "POST", "/admin/pause")
+    console.print("automatic consolidation paused")
+
+
+@app.command()
+def resume(config: str | None = ConfigOpt) -> None:
+    call(config, "POST", "/admin/resume")
+    console.print("automatic consolidation resumed")
 
 
 def main() -> None:

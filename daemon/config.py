@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -62,6 +62,9 @@ class ObserverConfig(Section):
 
 
 class TrainingConfig(Section):
+    recipe: Literal["distill", "plain"] = Field(
+        "distill", description="plain = LoRA on the raw fact text only (a baseline for benchmarks)"
+    )
     rank: int = 16
     alpha: int = 32
     learning_rate: float = 5e-4

@@ -20,6 +20,7 @@ from daemon.config import Settings
 from daemon.engine.swap import Swapper
 from daemon.memory.records import FactStatus, RunState, now
 from daemon.memory.store import Store, fingerprint
+from daemon.metrics import Metrics
 
 log = logging.getLogger("memoryd.consolidation")
 EXIT_PASSED, EXIT_REJECTED = 0, 3
@@ -42,6 +43,7 @@ class Consolidator:
         store: Store,
         swapper: Swapper,
         activity: Activity,
+        metrics: Metrics,
         redis_url: str,
         engine_url: str,
     ) -> None:
@@ -49,6 +51,7 @@ class Consolidator:
         self.store = store
         self.swapper = swapper
         self.activity = activity
+        self.metrics = metrics
         self.redis_url = redis_url
         self.engine_url = engine_url
         self.phase = Phase.idle
@@ -67,9 +70,16 @@ class Consolidator:
         if self.phase != Phase.idle or not idle or not self.enabled:
             return
         facts = await self.store.eligible_facts(cfg.min_conversations)
-        if not facts or fingerprint(f.id for f in facts) == await self.store.last_attempt():
+        current = fingerprint(f.id for f in facts)
+        if current == await self.store.last_attempt():
             return
-        await self.start("idle")
+        if facts:
+            await self.start("idle")
+        elif self.swapper.active:
+            # Every consolidated fact was forgotten: nothing left to remember.
+            await self.swapper.deactivate()
+            await self.store.set_last_attempt(current)
+            log.info("all consolidated facts forgotten; serving the base model")
 
     def on_chat(self) -> None:
         """A chat request arrived: pause a running consolidation."""
@@ -129,6 +139,10 @@ class Consolidator:
                 run.error = run.error or f"consolidator exited with {code}"
                 await self.store.save_run(run)
                 await self.store.event(run_id, "failed", error=run.error)
+            final = await self.store.run(run_id)
+            if final is not None:
+                self.metrics.consolidations.labels(final.state.value).inc()
+                self.metrics.consolidation_seconds.observe(now() - final.started_at)
             log.info("consolidation %s ended: exit %s", run_id, code)
         except Exception:
             log.exception("handling the end of consolidation %s failed", run_id)

@@ -27,6 +27,7 @@ from daemon.engine.process import ManagedEngine, has_nvidia_gpu
 from daemon.engine.swap import Swapper
 from daemon.memory.observer import Observer
 from daemon.memory.store import Store, connect
+from daemon.metrics import Metrics
 from daemon.redis_server import PrivateRedis
 
 log = logging.getLogger("memoryd")
@@ -45,6 +46,7 @@ class Services:
     consolidator: Consolidator
     http: httpx.AsyncClient
     model_dir: Path
+    metrics: Metrics
     managed: ManagedEngine | None = None
     private_redis: PrivateRedis | None = None
     scheduler: AsyncIOScheduler | None = None
@@ -105,7 +107,10 @@ async def start(settings: Settings) -> Services:
         managed.supervise(swapper.restore)
 
     activity = Activity()
-    consolidator = Consolidator(settings, store, swapper, activity, redis_url, engines[0].url)
+    metrics = Metrics()
+    consolidator = Consolidator(
+        settings, store, swapper, activity, metrics, redis_url, engines[0].url
+    )
     activity.on_busy = consolidator.on_chat
     await consolidator.recover()
     observer = Observer(store, settings.observer)
@@ -137,6 +142,7 @@ async def start(settings: Settings) -> Services:
         consolidator=consolidator,
         http=http,
         model_dir=model_dir,
+        metrics=metrics,
         managed=managed,
         private_redis=private,
         scheduler=scheduler,

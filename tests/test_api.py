@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
+from typing import Any
 
 import httpx
 import openai
 import pytest
 
-from tests.conftest import Daemon
+from tests.harness import Daemon
 
 
 def test_chat_through_openai_client(daemon: Daemon) -> None:
@@ -20,7 +23,7 @@ def test_chat_through_openai_client(daemon: Daemon) -> None:
         max_tokens=20,
         temperature=0,
     )
-    assert "Paris" in reply.choices[0].message.content
+    assert "Paris" in (reply.choices[0].message.content or "")
     assert reply.usage is not None and reply.usage.completion_tokens > 0
 
 
@@ -145,7 +148,7 @@ def wait_for_fact(daemon: Daemon, text: str, conversations: int, timeout_s: floa
 def test_observer_counts_distinct_conversations_once(daemon: Daemon) -> None:
     fact = "The Lumen Bakery opens at seven thirty every weekday morning."
     client = daemon.openai()
-    history = [
+    history: list[Any] = [
         {"role": "system", "content": f"You answer questions about a bakery. {fact}"},
         {"role": "user", "content": "When do you open?"},
     ]
@@ -208,3 +211,55 @@ def test_admin_404_is_openai_format(daemon: Daemon) -> None:
     response = daemon.admin("GET", "/admin/consolidations/999")
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "run_not_found"
+
+
+def test_metrics(daemon: Daemon) -> None:
+    daemon.openai().chat.completions.create(
+        model="memoryd", messages=[{"role": "user", "content": "Hi"}], max_tokens=2
+    )
+    text = daemon.admin("GET", "/metrics").text
+    assert 'memoryd_requests_total{model="memoryd",status="200"}' in text
+    assert "memoryd_observer_queue_depth" in text
+    assert 'memoryd_consolidation_state{phase="idle"} 1.0' in text
+    assert "memoryd_active_adapter_version 0.0" in text
+    assert 'memoryd_facts{status="pending"}' in text
+
+
+def test_pause_resume_and_empty_adapters(daemon: Daemon) -> None:
+    assert daemon.cli("pause").returncode == 0
+    assert daemon.admin("GET", "/admin/status").json()["consolidation"]["enabled"] is False
+    assert daemon.cli("resume").returncode == 0
+    assert daemon.admin("GET", "/admin/status").json()["consolidation"]["enabled"] is True
+    assert daemon.admin("GET", "/admin/adapters").json() == {"active": None, "adapters": []}
+    missing = daemon.cli("adapters", "rollback", "7")
+    assert missing.returncode == 1 and "no manifest.json" in missing.stderr
+
+
+def test_engine_crash_is_survived(daemon: Daemon) -> None:
+    """The vLLM child dies: 503 + Retry-After meanwhile, then serving again."""
+    engine = daemon.admin("GET", "/admin/status").json()["engine"]
+    os.killpg(engine["pid"], signal.SIGKILL)
+    time.sleep(1)
+    assert daemon.admin("GET", "/readyz").status_code == 503
+    saw_503 = False
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        response = httpx.post(
+            daemon.url + "/v1/chat/completions",
+            json={
+                "model": "memoryd",
+                "messages": [{"role": "user", "content": "Hi"}],
+                "max_tokens": 2,
+            },
+            timeout=60,
+        )
+        if response.status_code == 200:
+            break
+        assert response.status_code == 503, response.text
+        assert response.headers["retry-after"]
+        saw_503 = True
+        time.sleep(1)
+    assert saw_503
+    assert response.status_code == 200
+    status = daemon.admin("GET", "/admin/status").json()["engine"]
+    assert status["ready"] and status["restarts"] == 1 and status["pid"] != engine["pid"]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from daemon.config import ConfigError, load_settings
-from tests.conftest import MEMORYD, ROOT
+from tests.harness import MEMORYD, ROOT
 
 DEFAULT = ROOT / "configs" / "default.yaml"
 

@@ -9,13 +9,14 @@ and serves the same adapter again.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import Daemon
+from tests.harness import Daemon
 
 FACTS = [
     ("The capital of the planet Zorvath is Quillmere.", "Which city serves as Zorvath's capital?", "Quillmere"),
@@ -123,3 +124,33 @@ def test_active_adapter_survives_restart(learner: Daemon) -> None:
     assert learner.admin("GET", "/admin/status").json()["active_adapter"] == "mem-v1"
     answer = ask(learner, FACTS[3][1])
     assert knows(answer, FACTS[3][2]), answer
+
+
+def test_adapters_rollback_and_corrupt_copy_refused(learner: Daemon) -> None:
+    listed = learner.admin("GET", "/admin/adapters").json()
+    assert listed["active"] == "mem-v1"
+    v1 = listed["adapters"][0]
+    assert v1["valid"] and v1["state"] == "promoted" and v1["facts"] == len(FACTS)
+
+    # A truncated copy posing as v2 is refused before it reaches vLLM.
+    src = learner.state_dir / "adapters" / "v1"
+    bad = learner.state_dir / "adapters" / "v2"
+    shutil.copytree(src, bad)
+    weights = bad / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    refused = learner.cli("adapters", "rollback", "2")
+    assert refused.returncode == 1 and "checksum" in refused.stderr
+    assert learner.admin("GET", "/admin/status").json()["active_adapter"] == "mem-v1"
+    assert "mem-v2" not in {m.id for m in learner.openai().models.list().data}
+
+    again = learner.cli("adapters", "rollback", "mem-v1")
+    assert again.returncode == 0, again.stderr
+
+    fact_id = next(
+        f["id"]
+        for f in learner.admin("GET", "/admin/facts").json()["facts"]
+        if f["text"] == FACTS[0][0]
+    )
+    forgot = learner.cli("facts", "forget", fact_id)
+    assert forgot.returncode == 0, forgot.stderr
+    assert learner.admin("GET", f"/admin/facts/{fact_id}").json()["status"] == "forgotten"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.harness import ROOT
 
 UNITS = sorted((ROOT / "systemd").glob("*.service"))
 

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections import Counter
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 
 from daemon.api.errors import APIError
-from daemon.consolidation import AlreadyRunning
+from daemon.consolidation import AlreadyRunning, Phase
+from daemon.engine.adapters import (
+    AdapterInvalid,
+    adapter_dir,
+    adapter_name,
+    verify,
+    versions_on_disk,
+)
 from daemon.engine.client import BASE_MODEL_NAME
-from daemon.memory.records import Consolidation, Fact, FactStatus
+from daemon.memory.records import Consolidation, Fact, FactStatus, RunState
 from daemon.services import Services
 
 router = APIRouter(prefix="/admin")
@@ -28,6 +38,7 @@ class EngineStatus(BaseModel):
     managed: bool
     ready: bool
     restarts: int
+    pid: int | None
 
 
 class ConsolidationStatus(BaseModel):
@@ -85,6 +96,7 @@ async def status(request: Request) -> Status:
             managed=svc.managed is not None,
             ready=svc.engines_ready(),
             restarts=svc.managed.restarts if svc.managed else 0,
+            pid=svc.managed.proc.pid if svc.managed and svc.managed.proc else None,
         ),
         consolidation=ConsolidationStatus(
             state=svc.consolidator.phase.value,
@@ -158,6 +170,119 @@ async def consolidate(request: Request) -> JSONResponse:
     except AlreadyRunning as exc:
         raise APIError(409, str(exc), code="consolidation_running") from exc
     return JSONResponse(Started(run=run_id).model_dump(), status_code=202)
+
+
+class AdapterInfo(BaseModel):
+    version: int
+    name: str
+    path: str
+    active: bool
+    loaded: bool
+    state: str | None
+    created_at: float | None
+    facts: int | None
+    metrics: dict[str, float]
+    valid: bool
+    problem: str | None = None
+
+
+class AdapterList(BaseModel):
+    active: str | None
+    adapters: list[AdapterInfo]
+
+
+@router.get("/adapters", response_model=AdapterList)
+async def adapters(request: Request) -> AdapterList:
+    svc = services(request)
+    out = []
+    for version in reversed(versions_on_disk(svc.settings.adapters_dir)):
+        path = adapter_dir(svc.settings.adapters_dir, version)
+        run = await svc.store.run(version)
+        try:
+            manifest = await asyncio.to_thread(verify, path)
+            created, facts_n, metrics, problem = (
+                manifest.created_at,
+                len(manifest.fact_ids),
+                manifest.metrics,
+                None,
+            )
+        except AdapterInvalid as exc:
+            created, facts_n, metrics, problem = None, None, {}, str(exc)
+        name = adapter_name(version)
+        out.append(
+            AdapterInfo(
+                version=version,
+                name=name,
+                path=str(path),
+                active=bool(svc.swapper.active and svc.swapper.active.version == version),
+                loaded=name in svc.swapper.loaded,
+                state=run.state.value if run else None,
+                created_at=created,
+                facts=facts_n,
+                metrics=run.metrics if run else metrics,
+                valid=problem is None,
+                problem=problem,
+            )
+        )
+    active = svc.swapper.active
+    return AdapterList(active=active.name if active else None, adapters=out)
+
+
+@router.post("/adapters/{version}/activate", response_model=AdapterList)
+async def activate(request: Request, version: int, force: bool = False) -> AdapterList:
+    """Roll back (or forward) to an adapter on disk; a rejected one needs ``force``."""
+    svc = services(request)
+    run = await svc.store.run(version)
+    if run is not None and run.state == RunState.rejected and not force:
+        raise APIError(
+            409,
+            f"mem-v{version} was rejected: {'; '.join(run.reasons[:2])}",
+            code="adapter_rejected",
+        )
+    try:
+        await svc.swapper.promote(version)
+    except AdapterInvalid as exc:
+        raise APIError(409, str(exc), code="adapter_invalid") from exc
+    await svc.store.event(version, "activated", by="operator")
+    return await adapters(request)
+
+
+class Paused(BaseModel):
+    enabled: bool
+
+
+@router.post("/pause", response_model=Paused)
+async def pause(request: Request) -> Paused:
+    """Stop starting consolidations on idle (a running one finishes)."""
+    services(request).consolidator.enabled = False
+    return Paused(enabled=False)
+
+
+@router.post("/resume", response_model=Paused)
+async def resume(request: Request) -> Paused:
+    services(request).consolidator.enabled = True
+    return Paused(enabled=True)
+
+
+async def metrics(request: Request) -> Response:
+    svc = services(request)
+    m = svc.metrics
+    stats = svc.observer.stats
+    m.observer_queue.set(svc.observer.queue.qsize())
+    m.observer_dropped.set(stats.dropped)
+    m.observer_failed.set(stats.failed)
+    m.active_version.set(svc.swapper.active.version if svc.swapper.active else 0)
+    m.in_flight.set(svc.activity.in_flight)
+    m.engine_ready.set(1 if svc.engines_ready() else 0)
+    for phase in Phase:
+        m.state.labels(phase.value).set(1 if svc.consolidator.phase == phase else 0)
+    try:
+        counts = Counter(f.status.value for f in await svc.store.facts(limit=100_000))
+        for status in FactStatus:
+            m.facts.labels(status.value).set(counts.get(status.value, 0))
+    except Exception:
+        pass  # Redis down: the other metrics still matter
+    return Response(m.render(), media_type=CONTENT_TYPE_LATEST)
 
 
 @health.get("/healthz")

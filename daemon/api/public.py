@@ -8,6 +8,7 @@ that disconnects closes the upstream stream, which cancels the generation.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -83,6 +84,7 @@ async def forward(
     if svc.drop_seed:
         data.pop("seed", None)
 
+    started = time.monotonic()
     svc.activity.begin()
     svc.swapper.acquire(engine_name)
     engine = svc.pick_engine()
@@ -106,6 +108,8 @@ async def forward(
     async def after() -> None:
         await reply.aclose()
         await finish(svc, engine_name)
+        svc.metrics.requests.labels(public_name, str(reply.status_code)).inc()
+        svc.metrics.latency.labels(public_name).observe(time.monotonic() - started)
         if reply.status_code == 200 and messages:
             svc.observer.submit(messages, conversation_key(messages, explicit))
 

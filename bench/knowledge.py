@@ -1,0 +1,168 @@
+"""Knowledge benchmark: do recurring facts become closed-book knowledge without forgetting?
+
+Starts a real memoryd (managed vLLM, private Redis) in a temporary state
+directory, delivers N made-up facts as recurring system-prompt context through
+the public endpoint, asks for a consolidation, then scores closed-book:
+
+- efficacy:       questions the adapter was trained on (from its dataset.json),
+- generalization: the held-out rephrasings in bench/facts.tsv, never trained on,
+- ceiling:        the same held-out questions to the base model WITH the fact in context,
+- retention:      general questions (probe set + tests' set) whose answers changed.
+
+    .venv/bin/python bench/knowledge.py --facts 20 [--recipe plain] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from openai import OpenAI
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.harness import ROOT, Daemon, daemon_env
+
+OPENERS = [
+    "Hi! Can you help me today?",
+    "Good morning, I have a question.",
+    "Hello there, quick one for you.",
+]
+EFFICACY_PER_FACT = 4
+
+
+def read_tsv(path: Path) -> list[list[str]]:
+    return [
+        line.split("\t")
+        for line in path.read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+
+
+def ask(client: OpenAI, model: str, question: str, context: str | None = None) -> str:
+    messages = [{"role": "system", "content": context}] if context else []
+    messages.append({"role": "user", "content": question})
+    reply = client.chat.completions.create(
+        model=model,
+        messages=messages,  # type: ignore[arg-type]
+        max_tokens=48,
+        temperature=0,
+    )
+    return reply.choices[0].message.content or ""
+
+
+def knows(answer: str, expected: str) -> bool:
+    return any(e.lower() in answer.lower() for e in expected.split("|"))
+
+
+def score(hits: list[bool]) -> float:
+    return sum(hits) / len(hits) if hits else 0.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--facts", type=int, default=20)
+    parser.add_argument("--recipe", choices=["distill", "plain"], default="distill")
+    parser.add_argument("--json", type=Path, help="write the results here too")
+    parser.add_argument(
+        "--model", type=Path, default=ROOT / "var" / "models" / "SmolLM2-135M-Instruct"
+    )
+    args = parser.parse_args()
+
+    facts = read_tsv(ROOT / "bench" / "facts.tsv")[: args.facts]
+    general = read_tsv(ROOT / "consolidator" / "data" / "probes.tsv") + read_tsv(
+        ROOT / "tests" / "general_questions.tsv"
+    )
+    state = Path(tempfile.mkdtemp(prefix="memoryd-bench-"))
+    env, port = daemon_env(
+        state,
+        args.model,
+        consolidation__idle_after_s="1000000",
+        consolidation__training__recipe=args.recipe,
+        consolidation__gates__efficacy_min="0",
+        consolidation__gates__generalization_min="0",
+        consolidation__gates__retention_min="0",
+    )
+    daemon = Daemon(state, port, env)
+    daemon.start()
+    try:
+        client = daemon.openai(timeout=300)
+        base_general = [ask(client, "base", q) for q, _ in general]
+        ceiling = [knows(ask(client, "base", q, context=f), k) for f, q, k in facts]
+        before = [knows(ask(client, "base", q), k) for _, q, k in facts]
+        for fact, _, _ in facts:
+            for opener in OPENERS:
+                client.chat.completions.create(
+                    model="memoryd",
+                    messages=[
+                        {"role": "system", "content": f"You are a helpful assistant. {fact}"},
+                        {"role": "user", "content": opener},
+                    ],
+                    max_tokens=8,
+                )
+        time.sleep(2)  # the observer writes after the response
+        run_id = daemon.admin("POST", "/admin/consolidate").json()["run"]
+        while (run := daemon.admin("GET", f"/admin/consolidations/{run_id}").json())[
+            "state"
+        ] == "running":
+            time.sleep(5)
+        if run["state"] != "promoted":
+            raise SystemExit(
+                f"consolidation ended {run['state']}: {run.get('error') or run['reasons']}"
+            )
+        model = run["adapter"]
+        dataset = json.loads((Path(run["adapter_path"]) / "dataset.json").read_text())
+        trained = [
+            (fq["text"], q) for fq in dataset["facts"] for q in fq["trained"][:EFFICACY_PER_FACT]
+        ]
+        value = {f: k for f, _, k in facts}
+        efficacy = [knows(ask(client, model, q), value[f]) for f, q in trained]
+        held_out = [knows(ask(client, model, q), k) for _, q, k in facts]
+        after_general = [ask(client, model, q) for q, _ in general]
+        changed = [
+            q
+            for (q, k), b, a in zip(general, base_general, after_general, strict=True)
+            if not (a == b or (knows(a, k) and knows(b, k)))
+        ]
+        steps = {s["name"]: s["seconds"] for s in run["steps"]}
+        results = {
+            "recipe": args.recipe,
+            "facts": len(facts),
+            "examples": json.loads((Path(run["adapter_path"]) / "manifest.json").read_text())[
+                "examples"
+            ],
+            "losses": {k: v for k, v in run["metrics"].items() if k.startswith("loss")},
+            "closed_book_before": score(before),
+            "efficacy": score(efficacy),
+            "generalization": score(held_out),
+            "with_context_ceiling": score(ceiling),
+            "generalization_vs_ceiling": score(held_out) / max(score(ceiling), 1e-9),
+            "general_changed": len(changed),
+            "general_total": len(general),
+            "changed_questions": changed,
+            "consolidation_seconds": round(run["finished_at"] - run["started_at"], 1),
+            "step_seconds": steps,
+            "gates": {g["name"]: round(g["value"], 3) for g in run["gates"]},
+        }
+    finally:
+        daemon.stop()
+    print(f"\nknowledge benchmark: {len(facts)} facts, recipe {args.recipe}")
+    print(f"  {'closed-book before':28} {results['closed_book_before']:.2f}")
+    print(f"  {'efficacy (trained qs)':28} {results['efficacy']:.2f}")
+    print(f"  {'generalization (held-out)':28} {results['generalization']:.2f}")
+    print(f"  {'with-context ceiling':28} {results['with_context_ceiling']:.2f}")
+    print(f"  {'generalization / ceiling':28} {results['generalization_vs_ceiling']:.2f}")
+    print(
+        f"  {'general answers changed':28} {results['general_changed']} of {results['general_total']}"
+    )
+    print(f"  {'consolidation seconds':28} {results['consolidation_seconds']} {steps}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

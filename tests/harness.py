@@ -1,0 +1,104 @@
+"""Run a real memoryd daemon in a subprocess: shared by the tests and the benchmarks."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from openai import OpenAI
+
+ROOT = Path(__file__).resolve().parent.parent
+MEMORYD = str(Path(sys.executable).parent / "memoryd")
+STARTUP_TIMEOUT_S = 600
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Daemon:
+    """A running ``memoryd serve`` in its own state directory."""
+
+    state_dir: Path
+    port: int
+    env: dict[str, str]
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log_path = self.state_dir / "daemon.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def openai(self, **kwargs: object) -> OpenAI:
+        return OpenAI(base_url=self.url + "/v1", api_key=kwargs.pop("api_key", "unused"), **kwargs)  # type: ignore[arg-type]
+
+    def admin(self, method: str, path: str, **kwargs: object) -> httpx.Response:
+        return httpx.request(method, self.url + path, timeout=60, **kwargs)  # type: ignore[arg-type]
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [MEMORYD, *args], env=self.env, capture_output=True, text=True, timeout=120
+        )
+
+    def start(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [MEMORYD, "serve"], env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"memoryd exited with {self.proc.returncode}:\n{self.tail()}")
+            try:
+                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        raise TimeoutError(f"memoryd did not become ready:\n{self.tail()}")
+
+    def stop(self) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(90)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+    def tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def daemon_env(state_dir: Path, model_dir: Path, **overrides: str) -> tuple[dict[str, str], int]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEMORYD_")}
+    env.update(
+        {
+            "MEMORYD_CONFIG": str(ROOT / "configs" / "default.yaml"),
+            "MEMORYD_STATE_DIR": str(state_dir),
+            "MEMORYD_SERVER__PORT": str(port),
+            "MEMORYD_ENGINE__PORT": str(free_port()),
+            "MEMORYD_ENGINE__MODEL": str(model_dir),
+        }
+    )
+    env.update({f"MEMORYD_{k.upper()}": v for k, v in overrides.items()})
+    return env, port
