@@ -71,6 +71,7 @@ def answer_loss(
     labels: torch.Tensor,
     mask: torch.Tensor,
     anchored: torch.Tensor,
+    kl_weight: float,
 ) -> torch.Tensor:
     """Cross-entropy on fact answers; KL to the base model on replay answers.
 
@@ -99,7 +100,7 @@ def answer_loss(
         reduction="none",
     ).sum(-1)
     per_token = ce.clone()
-    per_token[row_anchored] = kl
+    per_token[row_anchored] = kl * kl_weight
     return per_token.mean()
 
 
@@ -150,7 +151,7 @@ def train_adapter(
         for ids, labels, mask, anchored in batches(encoded, cfg.batch_size, pad_id, rng):
             ids, labels, mask, anchored = (t.to(device) for t in (ids, labels, mask, anchored))
             with torch.autocast(device, dtype=torch.bfloat16):
-                loss = answer_loss(model, ids, labels, mask, anchored)
+                loss = answer_loss(model, ids, labels, mask, anchored, cfg.kl_weight)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()

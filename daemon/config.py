@@ -73,7 +73,8 @@ class TrainingConfig(Section):
     max_seq_len: int = 160
     questions_per_fact: int = 12
     generated_questions_per_fact: int = 4
-    replay_examples: int = 120
+    replay_examples: int = 140
+    kl_weight: float = Field(3.0, ge=0, description="weight of the KL-to-base loss on replay answers")
     seed: int = 0
 
 

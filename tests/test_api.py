@@ -263,3 +263,36 @@ def test_engine_crash_is_survived(daemon: Daemon) -> None:
     assert response.status_code == 200
     status = daemon.admin("GET", "/admin/status").json()["engine"]
     assert status["ready"] and status["restarts"] == 1 and status["pid"] != engine["pid"]
+
+
+def test_client_disconnect_cancels_upstream(daemon: Daemon) -> None:
+    body = {
+        "model": "memoryd",
+        "messages": [{"role": "user", "content": "Write a very long story about a dragon."}],
+        "max_tokens": 1500,
+        "stream": True,
+        "ignore_eos": True,
+    }
+    with httpx.stream(
+        "POST", daemon.url + "/v1/chat/completions", json=body, timeout=60
+    ) as response:
+        first = next(response.iter_raw())
+        assert first.startswith(b"data:")
+    deadline = time.monotonic() + 15
+    while daemon.admin("GET", "/admin/status").json()["consolidation"]["in_flight"] != 0:
+        assert time.monotonic() < deadline, "the disconnected request is still counted in flight"
+        time.sleep(0.2)
+    metrics = daemon.admin("GET", "/metrics").text
+    assert 'memoryd_requests_total{model="memoryd",status="disconnected"} 1.0' in metrics
+    # vLLM stopped generating: its running-requests gauge drops to zero.
+    engine = daemon.admin("GET", "/admin/status").json()["engine"]["upstream"][0]
+    deadline = time.monotonic() + 15
+    while True:
+        text = httpx.get(engine + "/metrics").text
+        running = [
+            line for line in text.splitlines() if line.startswith("vllm:num_requests_running")
+        ]
+        if running and all(line.endswith(" 0.0") for line in running):
+            break
+        assert time.monotonic() < deadline, running
+        time.sleep(0.3)

@@ -82,6 +82,16 @@ def test_recurring_facts_become_memory(learner: Daemon) -> None:
                 max_tokens=16,
             )
 
+    # Chat wins: a request during consolidation pauses it; idle again resumes it.
+    deadline = time.monotonic() + 120
+    while learner.admin("GET", "/admin/status").json()["consolidation"]["state"] != "running":
+        assert time.monotonic() < deadline, learner.tail()
+        time.sleep(1)
+    ask(learner, "Hello, are you there?")
+    assert learner.admin("GET", "/admin/status").json()["consolidation"]["state"] == "paused"
+    time.sleep(12)  # idle_after_s is 8
+    assert learner.admin("GET", "/admin/status").json()["consolidation"]["state"] == "running"
+
     run = wait_for_run(learner, CONSOLIDATION_TIMEOUT_S)
     assert run["trigger"] == "idle"
     assert run["state"] == "promoted", json.dumps(run, indent=1)
@@ -127,6 +137,7 @@ def test_active_adapter_survives_restart(learner: Daemon) -> None:
 
 
 def test_adapters_rollback_and_corrupt_copy_refused(learner: Daemon) -> None:
+    assert learner.cli("pause").returncode == 0  # no automatic run races the steps below
     listed = learner.admin("GET", "/admin/adapters").json()
     assert listed["active"] == "mem-v1"
     v1 = listed["adapters"][0]
@@ -154,3 +165,13 @@ def test_adapters_rollback_and_corrupt_copy_refused(learner: Daemon) -> None:
     forgot = learner.cli("facts", "forget", fact_id)
     assert forgot.returncode == 0, forgot.stderr
     assert learner.admin("GET", f"/admin/facts/{fact_id}").json()["status"] == "forgotten"
+
+    # The operator starts one at once.
+    started = learner.cli("consolidate", "--json")
+    assert started.returncode == 0, started.stderr
+    run_id = json.loads(started.stdout)["run"]
+    assert run_id == 2
+    run = learner.admin("GET", f"/admin/consolidations/{run_id}").json()
+    assert run["trigger"] == "operator" and run["state"] == "running"
+    busy = learner.cli("consolidate")
+    assert busy.returncode == 1 and "running" in busy.stderr

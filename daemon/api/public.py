@@ -12,11 +12,11 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 import httpx
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
-from starlette.background import BackgroundTask
 
 from daemon.api.errors import APIError, validation_error
 from daemon.api.protocol import (
@@ -105,26 +105,31 @@ async def forward(
     messages = messages_of(parsed)
     explicit = request.headers.get("x-conversation-id") or parsed.user
 
-    async def after() -> None:
-        await reply.aclose()
-        await finish(svc, engine_name)
-        svc.metrics.requests.labels(public_name, str(reply.status_code)).inc()
-        svc.metrics.latency.labels(public_name).observe(time.monotonic() - started)
-        if reply.status_code == 200 and messages:
-            svc.observer.submit(messages, conversation_key(messages, explicit))
+    async def relay() -> AsyncIterator[bytes]:
+        """Bytes as vLLM sends them; the bookkeeping runs however the stream ends.
+
+        A client that goes away cancels this generator: closing the upstream
+        response then aborts the generation in vLLM. The cleanup is shielded so
+        that the cancellation cannot skip it (an in-flight count that never
+        drops would keep the daemon from ever being idle).
+        """
+        completed = False
+        try:
+            async for chunk in reply.aiter_raw():
+                yield chunk
+            completed = True
+        finally:
+            with anyio.CancelScope(shield=True):
+                await reply.aclose()
+                await finish(svc, engine_name)
+                status = str(reply.status_code) if completed else "disconnected"
+                svc.metrics.requests.labels(public_name, status).inc()
+                svc.metrics.latency.labels(public_name).observe(time.monotonic() - started)
+                if completed and reply.status_code == 200 and messages:
+                    svc.observer.submit(messages, conversation_key(messages, explicit))
 
     headers = {k: v for k, v in reply.headers.items() if k.lower() not in HOP_HEADERS}
-    return StreamingResponse(
-        relay(reply),
-        status_code=reply.status_code,
-        headers=headers,
-        background=BackgroundTask(after),
-    )
-
-
-async def relay(reply: httpx.Response) -> AsyncIterator[bytes]:
-    async for chunk in reply.aiter_raw():
-        yield chunk
+    return StreamingResponse(relay(), status_code=reply.status_code, headers=headers)
 
 
 async def finish(svc: Services, engine_name: str) -> None:
