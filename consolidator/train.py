@@ -21,7 +21,6 @@ from consolidator.data import Example
 from daemon.config import TrainingConfig
 
 IGNORE = -100
-TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 Encoded = tuple[list[int], list[int], bool]  # ids, labels, anchored to the base model
@@ -124,7 +123,7 @@ def train_adapter(
             r=cfg.rank,
             lora_alpha=cfg.alpha,
             lora_dropout=0.0,
-            target_modules=TARGET_MODULES,
+            target_modules=cfg.target_modules,
             task_type="CAUSAL_LM",
         ),
     )

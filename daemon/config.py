@@ -67,6 +67,17 @@ class TrainingConfig(Section):
     )
     rank: int = 16
     alpha: int = 32
+    target_modules: list[str] = Field(
+        default_factory=lambda: [
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "o_proj",
+            "gate_proj",
+            "up_proj",
+            "down_proj",
+        ]
+    )
     learning_rate: float = 5e-4
     epochs: int = 4
     batch_size: int = 8
@@ -74,7 +85,9 @@ class TrainingConfig(Section):
     questions_per_fact: int = 12
     generated_questions_per_fact: int = 4
     replay_examples: int = 140
-    kl_weight: float = Field(3.0, ge=0, description="weight of the KL-to-base loss on replay answers")
+    kl_weight: float = Field(
+        3.0, ge=0, description="weight of the KL-to-base loss on replay answers"
+    )
     seed: int = 0
 
 

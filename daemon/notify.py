@@ -12,6 +12,8 @@ class Notifier:
     def __init__(self) -> None:
         self.enabled = bool(os.environ.get("NOTIFY_SOCKET"))
         self._sd = sdnotify.SystemdNotifier() if self.enabled else None
+        if self._sd and self._sd.socket:
+            self._sd.socket.setblocking(False)  # a stalled reader must never block the event loop
         self._last_status = ""
 
     def send(self, message: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -57,9 +58,10 @@ def make_daemon(
 ) -> Iterator[Callable[..., Daemon]]:
     started: list[Daemon] = []
 
-    def make(name: str, **overrides: str) -> Daemon:
+    def make(name: str, extra_env: dict[str, str] | None = None, **overrides: str) -> Daemon:
         state = tmp_path_factory.mktemp(name)
         env, port = daemon_env(state, model_dir, **overrides)
+        env.update(extra_env or {})
         d = Daemon(state, port, env)
         d.start()
         started.append(d)
@@ -71,6 +73,21 @@ def make_daemon(
 
 
 @pytest.fixture(scope="module")
-def daemon(make_daemon: Callable[..., Daemon]) -> Daemon:
-    """A daemon that will not consolidate on its own during the module."""
-    return make_daemon("api", consolidation__idle_after_s="100000")
+def notify_socket(tmp_path_factory: pytest.TempPathFactory) -> Iterator[socket.socket]:
+    """Stands in for systemd's notification socket (the protocol is one datagram per message)."""
+    path = tmp_path_factory.mktemp("notify") / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.setblocking(False)
+    yield sock
+    sock.close()
+
+
+@pytest.fixture(scope="module")
+def daemon(make_daemon: Callable[..., Daemon], notify_socket: socket.socket) -> Daemon:
+    """A daemon that will not consolidate on its own during the module, run as if under systemd."""
+    return make_daemon(
+        "api",
+        extra_env={"NOTIFY_SOCKET": notify_socket.getsockname(), "WATCHDOG_USEC": "4000000"},
+        consolidation__idle_after_s="100000",
+    )

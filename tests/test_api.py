@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import time
 from typing import Any
 
@@ -13,6 +14,20 @@ import openai
 import pytest
 
 from tests.harness import Daemon
+
+
+def test_systemd_notifications(daemon: Daemon, notify_socket: socket.socket) -> None:
+    """READY=1 once serving, STATUS= with the state, WATCHDOG=1 at half WatchdogSec."""
+    time.sleep(4.5)  # WATCHDOG_USEC is 4 s: a ping every 2 s
+    messages = []
+    while True:
+        try:
+            messages.append(notify_socket.recv(4096).decode())
+        except BlockingIOError:
+            break
+    assert messages[0].startswith("READY=1")
+    assert "STATUS=serving " in messages[0]
+    assert sum("WATCHDOG=1" in m for m in messages) >= 2
 
 
 def test_chat_through_openai_client(daemon: Daemon) -> None:
