@@ -69,6 +69,13 @@ def main() -> None:
     parser.add_argument("--recipe", choices=["distill", "plain"], default="distill")
     parser.add_argument("--json", type=Path, help="write the results here too")
     parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override, e.g. consolidation.training.epochs=3",
+    )
+    parser.add_argument(
         "--model", type=Path, default=ROOT / "var" / "models" / "SmolLM2-135M-Instruct"
     )
     args = parser.parse_args()
@@ -78,9 +85,11 @@ def main() -> None:
         ROOT / "tests" / "general_questions.tsv"
     )
     state = Path(tempfile.mkdtemp(prefix="memoryd-bench-"))
+    overrides = dict(item.split("=", 1) for item in args.set)
     env, port = daemon_env(
         state,
         args.model,
+        **{key.replace(".", "__"): value for key, value in overrides.items()},
         consolidation__idle_after_s="1000000",
         consolidation__training__recipe=args.recipe,
         consolidation__gates__efficacy_min="0",
@@ -131,6 +140,7 @@ def main() -> None:
         steps = {s["name"]: s["seconds"] for s in run["steps"]}
         results = {
             "recipe": args.recipe,
+            "overrides": overrides,
             "facts": len(facts),
             "examples": json.loads((Path(run["adapter_path"]) / "manifest.json").read_text())[
                 "examples"

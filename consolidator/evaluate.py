@@ -3,7 +3,8 @@
 - efficacy: questions it was trained on,
 - generalization: held-out rephrasings never trained on,
 - retention: general probe questions the base model answers right stay right,
-  and no answer degenerates into repetition,
+  and no answer degenerates into repetition; measured as served (the alias
+  routes by scope) and for the adapter alone,
 - no regression: facts consolidated by earlier adapters are still known.
 """
 
@@ -18,6 +19,7 @@ from consolidator.questions import answer_states, shape
 from daemon.config import GatesConfig
 from daemon.engine.client import BASE_MODEL_NAME, EngineClient
 from daemon.memory.records import GateResult
+from daemon.memory.scope import Scope
 
 ANSWER_TOKENS = 48
 EFFICACY_SAMPLE = 4  # trained questions asked per fact
@@ -58,15 +60,37 @@ def degenerate(answer: str, n: int = 4, limit: int = 3) -> bool:
     return any(grams.count(g) > limit for g in set(grams))
 
 
+def served_by(adapter: str, scope: Scope | None, question: str) -> str:
+    """The model memoryd's alias would use for this question (scope None = always the adapter)."""
+    return adapter if scope is None or scope.covers([question]) else BASE_MODEL_NAME
+
+
+async def ask_served(
+    engine: EngineClient, adapter: str, scope: Scope | None, questions: list[str]
+) -> list[str]:
+    routed = [served_by(adapter, scope, q) for q in questions]
+    answers = dict(zip(questions, await ask(engine, adapter, questions), strict=True))
+    base_qs = [q for q, m in zip(questions, routed, strict=True) if m == BASE_MODEL_NAME]
+    answers_base = dict(zip(base_qs, await ask(engine, BASE_MODEL_NAME, base_qs), strict=True))
+    return [
+        answers_base[q] if m == BASE_MODEL_NAME else answers[q]
+        for q, m in zip(questions, routed, strict=True)
+    ]
+
+
 async def _fact_score(
-    engine: EngineClient, model: str, facts: list[FactQuestions], held_out: bool
+    engine: EngineClient,
+    model: str,
+    scope: Scope | None,
+    facts: list[FactQuestions],
+    held_out: bool,
 ) -> tuple[float, list[str]]:
     pairs = [
         (f, q) for f in facts for q in (f.held_out if held_out else f.trained[:EFFICACY_SAMPLE])
     ]
     if not pairs:
         return 1.0, []
-    answers = await ask(engine, model, [q for _, q in pairs])
+    answers = await ask_served(engine, model, scope, [q for _, q in pairs])
     wrong = [
         f"{q} -> {a[:120]!r}"
         for (f, q), a in zip(pairs, answers, strict=True)
@@ -81,11 +105,13 @@ async def evaluate(
     facts: list[FactQuestions],
     previous_fact_ids: set[str],
     gates: GatesConfig,
+    scope: Scope | None,
 ) -> Evaluation:
-    efficacy, wrong_trained = await _fact_score(engine, adapter, facts, held_out=False)
-    general, wrong_held = await _fact_score(engine, adapter, facts, held_out=True)
+    """Scores as memoryd serves (``scope`` routes; None = the adapter answers everything)."""
+    efficacy, wrong_trained = await _fact_score(engine, adapter, scope, facts, held_out=False)
+    general, wrong_held = await _fact_score(engine, adapter, scope, facts, held_out=True)
     earlier = [f for f in facts if f.fact_id in previous_fact_ids]
-    previous, _ = await _fact_score(engine, adapter, earlier, held_out=False)
+    previous, _ = await _fact_score(engine, adapter, scope, earlier, held_out=False)
 
     probes = probe_set()
     base_answers, new_answers = await asyncio.gather(
@@ -93,17 +119,21 @@ async def evaluate(
         ask(engine, adapter, [p.question for p in probes]),
     )
     known = [i for i, p in enumerate(probes) if probe_correct(p, base_answers[i])]
-    lost = [
-        f"{probes[i].question} -> {new_answers[i][:120]!r}"
+    broken = [
+        i
         for i in known
         if not probe_correct(probes[i], new_answers[i]) or degenerate(new_answers[i])
     ]
-    retention = 1 - len(lost) / len(known) if known else 1.0
+    lost = [f"{probes[i].question} -> {new_answers[i][:120]!r}" for i in broken]
+    lost_served = [i for i in broken if served_by(adapter, scope, probes[i].question) == adapter]
+    adapter_retention = 1 - len(broken) / len(known) if known else 1.0
+    retention = 1 - len(lost_served) / len(known) if known else 1.0
 
     metrics = {
         "efficacy": efficacy,
         "generalization": general,
         "retention": retention,
+        "adapter_retention": adapter_retention,
         "previous_facts": previous,
         "probes_known_by_base": float(len(known)),
     }
@@ -111,6 +141,7 @@ async def evaluate(
         GateResult(name="efficacy", value=efficacy, threshold=gates.efficacy_min, passed=efficacy >= gates.efficacy_min),
         GateResult(name="generalization", value=general, threshold=gates.generalization_min, passed=general >= gates.generalization_min),
         GateResult(name="retention", value=retention, threshold=gates.retention_min, passed=retention >= gates.retention_min),
+        GateResult(name="adapter_retention", value=adapter_retention, threshold=gates.adapter_retention_min, passed=adapter_retention >= gates.adapter_retention_min),
         GateResult(name="previous_facts", value=previous, threshold=gates.efficacy_min, passed=previous >= gates.efficacy_min),
     ]  # fmt: skip
     return Evaluation(

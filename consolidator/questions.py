@@ -9,7 +9,10 @@ template sets, so the generalization gate asks in words never trained on.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+
+from daemon.memory.scope import WORD as SCOPE_WORD
 
 _COPULA = re.compile(r"\s+(is|are|was|were|has|have|equals|means)\s+", re.I)
 _WORD = re.compile(r"[A-Za-z0-9]+(?:['-][A-Za-z0-9]+)*")
@@ -171,3 +174,24 @@ def answer_states(answer: str, fact: FactShape, question: str = "") -> bool:
         return True
     got = content_words(answer)
     return len(wanted & got) * 2 >= len(wanted)
+
+
+def key_terms(fact: FactShape, token_count: Callable[[str], int]) -> set[str]:
+    """Words that name what the fact is about: proper names and rare words.
+
+    A word is a key term when the tokenizer needs three or more pieces for it
+    (rare or made-up words), or two and it is capitalized inside the sentence (a
+    less common name). Common words ("capital", "Festival") are left out so that
+    they do not pull unrelated conversations onto the adapter.
+    """
+    found = set()
+    for i, word in enumerate(SCOPE_WORD.findall(fact.text)):
+        low = word.casefold()
+        if low in STOPWORDS or len(low) < 3:
+            continue
+        pieces = token_count(" " + word)
+        if pieces >= 3 or (i > 0 and word[0].isupper() and pieces >= 2):
+            found.add(low)
+    if not found:  # nothing distinctive: every content word of the subject
+        found = content_words(fact.subject)
+    return found

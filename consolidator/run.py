@@ -19,11 +19,13 @@ from typing import TypeVar
 
 from consolidator.data import build_dataset
 from consolidator.evaluate import evaluate
+from consolidator.questions import key_terms, shape
 from consolidator.train import train_adapter
 from daemon.config import Settings
 from daemon.engine.adapters import MANIFEST, adapter_dir, adapter_name, file_hashes
 from daemon.engine.client import EngineClient
 from daemon.memory.records import AdapterManifest, Consolidation, FactStatus, RunState, Step, now
+from daemon.memory.scope import Scope
 from daemon.memory.store import Store, connect, fingerprint
 
 log = logging.getLogger("memoryd.consolidator")
@@ -97,6 +99,7 @@ async def consolidate(settings: Settings, store: Store, engine: EngineClient, ru
     )
     run.metrics.update({k: round(v, 4) for k, v in train_metrics.items()})
 
+    terms = sorted(fact_key_terms(model_dir, [f.text for f in facts]))
     manifest = AdapterManifest(
         version=version,
         name=name,
@@ -104,6 +107,7 @@ async def consolidate(settings: Settings, store: Store, engine: EngineClient, ru
         created_at=now(),
         fact_ids=[f.id for f in facts],
         facts=[f.text for f in facts],
+        key_terms=terms,
         examples=dataset.counts(),
         training=cfg.training.model_dump(),
         metrics=dict(run.metrics),
@@ -116,7 +120,10 @@ async def consolidate(settings: Settings, store: Store, engine: EngineClient, ru
     run.adapter, run.adapter_path = name, str(final_dir)
 
     await engine.load_adapter(name, str(final_dir.resolve()))
-    result = await rec.step("evaluate", evaluate(engine, name, dataset.facts, previous, cfg.gates))
+    scope = Scope(terms) if settings.routing == "relevant" else None
+    result = await rec.step(
+        "evaluate", evaluate(engine, name, dataset.facts, previous, cfg.gates, scope)
+    )
     run.metrics.update({k: round(v, 4) for k, v in result.metrics.items()})
     run.gates = result.gates
     if result.passed:
@@ -135,6 +142,17 @@ async def reject(store: Store, run: Consolidation, reasons: list[str]) -> int:
     await store.save_run(run)
     await store.event(run.id, "rejected", reasons=reasons)
     return EXIT_REJECTED
+
+
+def fact_key_terms(model_dir: Path, texts: list[str]) -> set[str]:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+
+    def pieces(word: str) -> int:
+        return len(tokenizer(word, add_special_tokens=False)["input_ids"])
+
+    return {term for text in texts for term in key_terms(shape(text), pieces)}
 
 
 def settings_model_dir(settings: Settings) -> Path:

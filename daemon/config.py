@@ -78,8 +78,8 @@ class TrainingConfig(Section):
             "down_proj",
         ]
     )
-    learning_rate: float = 5e-4
-    epochs: int = 4
+    learning_rate: float = 3e-4
+    epochs: int = 3
     batch_size: int = 8
     max_seq_len: int = 160
     questions_per_fact: int = 12
@@ -94,7 +94,10 @@ class TrainingConfig(Section):
 class GatesConfig(Section):
     efficacy_min: float = Field(0.8, ge=0, le=1)
     generalization_min: float = Field(0.6, ge=0, le=1)
-    retention_min: float = Field(0.9, ge=0, le=1)
+    retention_min: float = Field(0.9, ge=0, le=1, description="general answers kept, as served")
+    adapter_retention_min: float = Field(
+        0.7, ge=0, le=1, description="general answers kept by the adapter itself, unrouted"
+    )
 
 
 class ConsolidationConfig(Section):
@@ -112,6 +115,11 @@ class Settings(BaseSettings):
 
     state_dir: Path = Path("./var")
     served_model_name: str = "memoryd"
+    routing: Literal["relevant", "always"] = Field(
+        "relevant",
+        description="relevant = the memory adapter serves conversations that mention what it "
+        "learned, the base model the rest; always = the adapter serves everything",
+    )
     log_level: str = "info"
     server: ServerConfig = ServerConfig()
     redis: RedisConfig = RedisConfig()

@@ -101,7 +101,9 @@ async def start(settings: Settings) -> Services:
         await managed.start()
         engines = [managed.client]
 
-    swapper = Swapper(engines, store, settings.adapters_dir, settings.served_model_name)
+    swapper = Swapper(
+        engines, store, settings.adapters_dir, settings.served_model_name, settings.routing
+    )
     await swapper.restore()
     if managed:
         managed.supervise(swapper.restore)

@@ -119,6 +119,13 @@ def test_recurring_facts_become_memory(learner: Daemon) -> None:
         if not ok
     ]
     assert sum(kept) >= 18, changed
+    # The adapter on its own (no routing by scope) must not be broken either.
+    alone = [ask(learner, q, model="mem-v1") for q, _ in GENERAL]
+    kept_alone = sum(
+        a == b or (knows(b, k) and knows(a, k))
+        for (_, k), b, a in zip(GENERAL, before_general, alone, strict=True)
+    )
+    assert kept_alone >= 14, list(zip([q for q, _ in GENERAL], alone, strict=True))
 
     models = {m.id for m in client.models.list().data}
     assert {"memoryd", "base", "mem-v1"} <= models

@@ -28,7 +28,7 @@ from daemon.api.protocol import (
 )
 from daemon.engine.client import BASE_MODEL_NAME
 from daemon.engine.swap import UnknownModel
-from daemon.memory.observer import conversation_key
+from daemon.memory.observer import conversation_key, message_text
 from daemon.services import Services
 
 router = APIRouter(prefix="/v1")
@@ -72,8 +72,9 @@ async def forward(
     data = await read_json(request, svc.settings.server.max_body_bytes)
     parsed = parse(model, data)
     public_name = data["model"]
+    messages = messages_of(parsed)
     try:
-        engine_name = svc.swapper.resolve(public_name)
+        engine_name = svc.swapper.resolve(public_name, texts_of(parsed, messages))
     except UnknownModel:
         raise APIError(
             404, f"The model `{public_name}` does not exist.", param="model", code="model_not_found"
@@ -102,7 +103,6 @@ async def forward(
             503, f"the engine is unavailable: {exc}", headers={"Retry-After": "5"}
         ) from exc
 
-    messages = messages_of(parsed)
     explicit = request.headers.get("x-conversation-id") or parsed.user
 
     async def relay() -> AsyncIterator[bytes]:
@@ -135,6 +135,14 @@ async def forward(
 async def finish(svc: Services, engine_name: str) -> None:
     svc.activity.end()
     await svc.swapper.release(engine_name)
+
+
+def texts_of(parsed: CompletionBase, messages: list[dict[str, Any]]) -> list[str]:
+    """What a request says, for deciding whether the memory adapter applies."""
+    if isinstance(parsed, CompletionRequest):
+        prompt = parsed.prompt
+        return [prompt] if isinstance(prompt, str) else [p for p in prompt if isinstance(p, str)]
+    return [message_text(m.get("content")) for m in messages]
 
 
 def messages_of(parsed: CompletionBase) -> list[dict[str, Any]]:

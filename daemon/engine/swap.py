@@ -17,6 +17,7 @@ from pathlib import Path
 
 from daemon.engine.adapters import adapter_dir, adapter_name, verify
 from daemon.engine.client import BASE_MODEL_NAME, EngineClient
+from daemon.memory.scope import Scope
 from daemon.memory.store import Store
 
 log = logging.getLogger("memoryd.swap")
@@ -33,12 +34,19 @@ class Loaded:
     name: str
     path: Path
     created: float
+    scope: Scope
 
 
 class Swapper:
     def __init__(
-        self, engines: list[EngineClient], store: Store, adapters_dir: Path, alias: str
+        self,
+        engines: list[EngineClient],
+        store: Store,
+        adapters_dir: Path,
+        alias: str,
+        routing: str = "relevant",
     ) -> None:
+        self.routing = routing
         self.engines = engines
         self.store = store
         self.adapters_dir = adapters_dir
@@ -51,10 +59,17 @@ class Swapper:
         self._unloads: set[asyncio.Task[None]] = set()
 
     # --- request path ------------------------------------------------------
-    def resolve(self, public_name: str) -> str:
-        """The engine-side model name for a public one; raises UnknownModel."""
+    def resolve(self, public_name: str, texts: list[str]) -> str:
+        """The engine-side model name for a public one; raises UnknownModel.
+
+        The alias means the active adapter for a conversation within its scope
+        (see daemon.memory.scope), the base model otherwise.
+        """
         if public_name == self.alias:
-            return self.active.name if self.active else BASE_MODEL_NAME
+            active = self.active
+            if active and (self.routing == "always" or active.scope.covers(texts)):
+                return active.name
+            return BASE_MODEL_NAME
         if public_name == BASE_MODEL_NAME or public_name in self.loaded:
             return public_name
         raise UnknownModel(public_name)
@@ -77,7 +92,7 @@ class Swapper:
         for engine in self.engines:
             await engine.load_adapter(name, str(path.resolve()))
             await engine.chat(name, WARMUP, max_tokens=1)
-        loaded = Loaded(version, name, path, manifest.created_at)
+        loaded = Loaded(version, name, path, manifest.created_at, Scope(manifest.key_terms))
         self.loaded[name] = loaded
         return loaded
 

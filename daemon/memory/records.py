@@ -78,6 +78,9 @@ class AdapterManifest(BaseModel):
     created_at: float
     fact_ids: list[str]
     facts: list[str]
+    key_terms: list[str] = Field(
+        default_factory=list, description="terms that route a conversation here"
+    )
     examples: dict[str, int]
     training: dict[str, object]
     metrics: dict[str, float]
