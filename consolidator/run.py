@@ -76,6 +76,7 @@ async def consolidate(settings: Settings, store: Store, engine: EngineClient, ru
     rec.run.steps[-1].detail.update(dataset.counts())
 
     async def on_epoch(epoch: int, loss: float, seconds: float) -> None:
+        log.info("run %s epoch %s: loss %.4f in %.0fs", run.id, epoch, loss, seconds)
         run.metrics[f"loss_epoch_{epoch}"] = round(loss, 4)
         await store.event(
             run.id, "epoch", epoch=epoch, loss=round(loss, 4), seconds=round(seconds, 1)
@@ -196,4 +197,5 @@ def main() -> None:
     parser.add_argument("--engine-url", required=True)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     raise SystemExit(asyncio.run(main_async(args)))

@@ -101,6 +101,10 @@ def serve(config: str | None = ConfigOpt) -> None:
             notifier.stopping()
         await serving
 
+    # uvicorn drains on SIGTERM/SIGINT, then raises the signal again against the
+    # handler it found: make that a no-op so a clean shutdown exits 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
     asyncio.run(run())
     if not server.started:
         raise typer.Exit(1)

@@ -1,0 +1,126 @@
+"""Serving overhead: the same streaming load directly against vLLM and through memoryd.
+
+Starts a real memoryd (managed vLLM child) and, in one run, alternates rounds
+against vLLM's own port and memoryd's, at each concurrency: fixed prompt,
+fixed output length (ignore_eos), temperature 0, streaming. Prints throughput,
+p50/p99 latency and time to first token for both, and their ratios.
+
+    .venv/bin/python bench/serve.py [--concurrency 1 8 32] [--requests 64] [--tokens 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.harness import ROOT, Daemon, daemon_env
+
+PROMPT = "Write a short paragraph about the history of bridges."
+
+
+async def one(client: httpx.AsyncClient, url: str, tokens: int) -> tuple[float, float, int]:
+    body = {
+        "model": "base",
+        "messages": [{"role": "user", "content": PROMPT}],
+        "max_tokens": tokens,
+        "ignore_eos": True,
+        "temperature": 0,
+        "stream": True,
+    }
+    start = time.perf_counter()
+    first = 0.0
+    chunks = 0
+    async with client.stream("POST", url, json=body) as response:
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if line.startswith("data: ") and line != "data: [DONE]" and '"content"' in line:
+                if not first:
+                    first = time.perf_counter() - start
+                chunks += 1
+    return first, time.perf_counter() - start, chunks
+
+
+async def load(url: str, concurrency: int, requests: int, tokens: int) -> dict[str, float]:
+    gate = asyncio.Semaphore(concurrency)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(timeout=600, limits=limits) as client:
+
+        async def bounded() -> tuple[float, float, int]:
+            async with gate:
+                return await one(client, url, tokens)
+
+        await one(client, url, tokens)  # warm the connection and the engine
+        started = time.perf_counter()
+        results = await asyncio.gather(*(bounded() for _ in range(requests)))
+        wall = time.perf_counter() - started
+    ttft = sorted(r[0] for r in results)
+    latency = sorted(r[1] for r in results)
+    return {
+        "tokens_per_s": sum(r[2] for r in results) / wall,
+        "p50_ms": statistics.median(latency) * 1000,
+        "p99_ms": latency[min(len(latency) - 1, int(len(latency) * 0.99))] * 1000,
+        "ttft_p50_ms": statistics.median(ttft) * 1000,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument(
+        "--requests", type=int, default=64, help="per round (concurrency 1: a quarter)"
+    )
+    parser.add_argument("--tokens", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=2, help="alternating direct/memoryd rounds")
+    parser.add_argument(
+        "--model", type=Path, default=ROOT / "var" / "models" / "SmolLM2-135M-Instruct"
+    )
+    args = parser.parse_args()
+
+    state = Path(tempfile.mkdtemp(prefix="memoryd-bench-serve-"))
+    env, port = daemon_env(state, args.model, consolidation__idle_after_s="1000000")
+    daemon = Daemon(state, port, env)
+    daemon.start()
+    try:
+        engine = daemon.admin("GET", "/admin/status").json()["engine"]["upstream"][0]
+        targets = {
+            "direct": engine + "/v1/chat/completions",
+            "memoryd": daemon.url + "/v1/chat/completions",
+        }
+        print(f"{'conc':>4} {'path':>8} {'tok/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'ttft50':>8}")
+        for c in args.concurrency:
+            n = max(c, args.requests // 4) if c == 1 else args.requests
+            runs: dict[str, list[dict[str, float]]] = {"direct": [], "memoryd": []}
+            for _ in range(args.rounds):
+                for name, url in targets.items():
+                    runs[name].append(asyncio.run(load(url, c, n, args.tokens)))
+            summary = {
+                name: {k: statistics.median(r[k] for r in rs) for k in rs[0]}
+                for name, rs in runs.items()
+            }
+            for name, s in summary.items():
+                print(
+                    f"{c:>4} {name:>8} {s['tokens_per_s']:>8.1f} {s['p50_ms']:>8.1f} "
+                    f"{s['p99_ms']:>8.1f} {s['ttft_p50_ms']:>8.1f}"
+                )
+            d, m = summary["direct"], summary["memoryd"]
+            print(
+                f"{c:>4} {'ratio':>8} {m['tokens_per_s'] / d['tokens_per_s']:>8.3f} "
+                f"{'+' + format(m['p50_ms'] - d['p50_ms'], '.1f'):>8} "
+                f"{'+' + format(m['p99_ms'] - d['p99_ms'], '.1f'):>8} "
+                f"{'+' + format(m['ttft_p50_ms'] - d['ttft_p50_ms'], '.1f'):>8}"
+            )
+    finally:
+        daemon.stop()
+
+
+if __name__ == "__main__":
+    main()
