@@ -16,6 +16,7 @@ from enum import Enum
 from pathlib import Path
 
 from daemon.activity import Activity
+from daemon.children import die_with_parent
 from daemon.config import Settings
 from daemon.engine.swap import Swapper
 from daemon.memory.records import FactStatus, RunState, now
@@ -115,6 +116,7 @@ class Consolidator:
                     "--engine-url", self.engine_url,
                     stdout=out, stderr=asyncio.subprocess.STDOUT,
                     start_new_session=True,
+                    preexec_fn=die_with_parent,
                 )  # fmt: skip
         except Exception:
             self.phase = Phase.idle

@@ -8,6 +8,7 @@ import shutil
 import time
 from pathlib import Path
 
+from daemon.children import die_with_parent
 from daemon.memory.store import connect
 
 log = logging.getLogger("memoryd.redis")
@@ -42,6 +43,7 @@ class PrivateRedis:
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )  # fmt: skip
         deadline = time.monotonic() + timeout_s
         client = connect(self.url)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -163,6 +164,41 @@ def test_adapters_rollback_and_corrupt_copy_refused(learner: Daemon) -> None:
 
     again = learner.cli("adapters", "rollback", "mem-v1")
     assert again.returncode == 0, again.stderr
+
+    # A swap under load: an intact copy as v3 is promoted while requests run; none fails.
+    shutil.rmtree(bad)
+    shutil.copytree(src, learner.state_dir / "adapters" / "v3")
+    served: list[str] = []
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def traffic() -> None:
+        client = learner.openai(max_retries=0)
+        while not stop.is_set():
+            try:
+                reply = client.chat.completions.create(
+                    model="memoryd",
+                    messages=[{"role": "user", "content": FACTS[3][1]}],
+                    max_tokens=8,
+                )
+                served.append(reply.model)
+            except Exception as exc:
+                failures.append(repr(exc))
+
+    workers = [threading.Thread(target=traffic) for _ in range(4)]
+    for w in workers:
+        w.start()
+    time.sleep(2)
+    swapped = learner.cli("adapters", "rollback", "3")
+    time.sleep(2)
+    stop.set()
+    for w in workers:
+        w.join()
+    assert swapped.returncode == 0, swapped.stderr
+    assert not failures, failures[:3]
+    assert served[0] == "mem-v1" and served[-1] == "mem-v3", (served[:3], served[-3:])
+    models = {m.id for m in learner.openai().models.list().data}
+    assert "mem-v3" in models
 
     fact_id = next(
         f["id"]

@@ -50,6 +50,12 @@ def test_normalized_forms_share_an_id() -> None:
     assert fact_id("The office is in Leeds.") != fact_id("The office is in York.")
 
 
+def test_instructions_to_the_assistant_are_not_facts() -> None:
+    assert seg("You are a helpful assistant. Your name is Ada. The depot is in Hull.") == [
+        "The depot is in Hull."
+    ]
+
+
 def test_too_short_and_too_long_are_skipped() -> None:
     assert segment("Tiny. " + "A" * 50 + ".", min_chars=10, max_chars=30) == []
 
@@ -113,6 +119,13 @@ def test_observe_takes_context_and_question() -> None:
         "Hi there, I need some help please.",
     ]
     assert obs.question == "When does support open?"
+
+
+def test_a_long_last_message_is_pasted_context() -> None:
+    pasted = "Please summarise this. " + "The Orla Bridge opened in 1931. " * 2 + "x" * 300
+    obs = observe([{"role": "user", "content": pasted}], "c2", ObserverConfig(min_chars=10))
+    assert obs.question is None
+    assert "The Orla Bridge opened in 1931." in [t for _, t in obs.facts]
 
 
 def test_conversation_key_is_stable_as_history_grows() -> None:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from daemon.children import die_with_parent
 from daemon.config import EngineConfig
 from daemon.engine.client import BASE_MODEL_NAME, EngineClient
 
@@ -80,7 +81,8 @@ class ManagedEngine:
                 stdout=out,
                 stderr=asyncio.subprocess.STDOUT,
                 env=env,
-                start_new_session=True,  # its engine workers die with its process group
+                start_new_session=True,  # a signal to the group reaches its engine workers
+                preexec_fn=die_with_parent,
             )
         log.info("vLLM child started (pid %s), log %s", self.proc.pid, self.log_path)
 

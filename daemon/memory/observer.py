@@ -61,7 +61,11 @@ def conversation_key(messages: list[dict[str, Any]], explicit: str | None) -> st
 
 
 def observe(messages: list[dict[str, Any]], conversation: str, cfg: ObserverConfig) -> Observation:
-    """Segment the context; the last user message is the question asked of it."""
+    """Segment the context; a short last user message is the question asked of it.
+
+    The last user message is the query, not context, unless it is long enough
+    to carry pasted material (then it is segmented and no question is kept).
+    """
     last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
     question = None
     facts: dict[str, str] = {}
@@ -69,8 +73,8 @@ def observe(messages: list[dict[str, Any]], conversation: str, cfg: ObserverConf
         if m.get("role") not in CONTEXT_ROLES:
             continue
         text = redact(message_text(m.get("content")))
-        if i == last_user and text.strip().endswith("?") and len(text) <= QUESTION_MAX_CHARS:
-            question = text.strip()
+        if i == last_user and len(text) <= QUESTION_MAX_CHARS:
+            question = text.strip() or None
             continue
         for piece in segment(text, cfg.min_chars, cfg.max_chars):
             facts.setdefault(fact_id(piece), piece)

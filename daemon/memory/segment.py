@@ -18,6 +18,8 @@ _TABLE_RULE = re.compile(r"^\s*\|?\s*:?-{2,}:?\s*(\|\s*:?-{2,}:?\s*)*\|?\s*$")
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
 _ABBREV = re.compile(r"\b(?:Mr|Mrs|Ms|Dr|Prof|Sr|Jr|St|vs|etc|e\.g|i\.e|No)\.$")
 _SPACE = re.compile(r"\s+")
+# "You are a helpful assistant." instructs the model; it states nothing about the world.
+_ADDRESSED = re.compile(r"^(you|your|you're|you’re|please|always|never|do not|don't)\b", re.I)
 
 
 def normalize(text: str) -> str:
@@ -95,11 +97,11 @@ def _blocks(text: str) -> list[str]:
 
 
 def segment(text: str, min_chars: int, max_chars: int) -> list[str]:
-    """Fact-sized statements from a piece of context; questions are not facts."""
+    """Fact-sized statements from a piece of context; questions and instructions are not facts."""
     out = []
     for block in _blocks(text):
         for sentence in _sentences(normalize(block)):
             s = sentence.strip()
-            if min_chars <= len(s) <= max_chars and not s.endswith("?"):
+            if min_chars <= len(s) <= max_chars and not s.endswith("?") and not _ADDRESSED.match(s):
                 out.append(s)
     return out
