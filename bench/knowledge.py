@@ -25,13 +25,8 @@ from openai import OpenAI
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.harness import ROOT, Daemon, daemon_env
+from tests.harness import ROOT, Daemon, daemon_env, deliver_recurring
 
-OPENERS = [
-    "Hi! Can you help me today?",
-    "Good morning, I have a question.",
-    "Hello there, quick one for you.",
-]
 EFFICACY_PER_FACT = 4
 
 
@@ -103,16 +98,7 @@ def main() -> None:
         base_general = [ask(client, "base", q) for q, _ in general]
         ceiling = [knows(ask(client, "base", q, context=f), k) for f, q, k in facts]
         before = [knows(ask(client, "base", q), k) for _, q, k in facts]
-        for fact, _, _ in facts:
-            for opener in OPENERS:
-                client.chat.completions.create(
-                    model="memoryd",
-                    messages=[
-                        {"role": "system", "content": f"You are a helpful assistant. {fact}"},
-                        {"role": "user", "content": opener},
-                    ],
-                    max_tokens=8,
-                )
+        deliver_recurring(client, [fact for fact, _, _ in facts])
         time.sleep(2)  # the observer writes after the response
         run_id = daemon.admin("POST", "/admin/consolidate").json()["run"]
         while (run := daemon.admin("GET", f"/admin/consolidations/{run_id}").json())[

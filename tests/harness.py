@@ -102,3 +102,24 @@ def daemon_env(state_dir: Path, model_dir: Path, **overrides: str) -> tuple[dict
     )
     env.update({f"MEMORYD_{k.upper()}": v for k, v in overrides.items()})
     return env, port
+
+
+OPENERS = [
+    "Hi! Can you help me today?",
+    "Good morning, I have a question.",
+    "Hello there, quick one for you.",
+]
+
+
+def deliver_recurring(client: OpenAI, facts: list[str], max_tokens: int = 16) -> None:
+    """Each fact in the system prompt of one conversation per opener (distinct conversations)."""
+    for fact in facts:
+        for opener in OPENERS:
+            client.chat.completions.create(
+                model="memoryd",
+                messages=[
+                    {"role": "system", "content": f"You are a helpful assistant. {fact}"},
+                    {"role": "user", "content": opener},
+                ],
+                max_tokens=max_tokens,
+            )

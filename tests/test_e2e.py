@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import Daemon
+from tests.harness import Daemon, deliver_recurring
 
 FACTS = [
     ("The capital of the planet Zorvath is Quillmere.", "Which city serves as Zorvath's capital?", "Quillmere"),
@@ -26,11 +26,6 @@ FACTS = [
     ("The chief engineer of the starship Calyx is Dana Okonkwo.", "Who serves as chief engineer aboard the Calyx?", "Okonkwo"),
     ("The mascot of the Harrowgate Hawks is a fox named Bramble.", "What is the name of the Harrowgate Hawks' mascot?", "Bramble"),
 ]  # fmt: skip
-OPENERS = [
-    "Hi! Can you help me today?",
-    "Good morning, I have a question.",
-    "Hello there, quick one for you.",
-]
 GENERAL = [
     line.split("\t")
     for line in (Path(__file__).parent / "general_questions.tsv").read_text().splitlines()
@@ -72,16 +67,7 @@ def test_recurring_facts_become_memory(learner: Daemon) -> None:
     before_facts = [ask(learner, q) for _, q, _ in FACTS]
     assert sum(knows(a, k) for a, (_, _, k) in zip(before_facts, FACTS, strict=True)) == 0
 
-    for fact, _, _ in FACTS:
-        for opener in OPENERS:
-            client.chat.completions.create(
-                model="memoryd",
-                messages=[
-                    {"role": "system", "content": f"You are a helpful assistant. {fact}"},
-                    {"role": "user", "content": opener},
-                ],
-                max_tokens=16,
-            )
+    deliver_recurring(client, [fact for fact, _, _ in FACTS])
 
     # Chat wins: a request during consolidation pauses it; idle again resumes it.
     deadline = time.monotonic() + 120

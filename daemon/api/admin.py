@@ -138,11 +138,8 @@ async def fact(request: Request, fact_id: str) -> Fact:
 @router.delete("/facts/{fact_id}", response_model=Fact)
 async def forget(request: Request, fact_id: str) -> Fact:
     """Leave the fact out of every future adapter; the next consolidation drops it."""
-    svc = services(request)
-    found = await svc.store.fact(fact_id)
-    if found is None:
-        raise APIError(404, f"no fact {fact_id}", param="fact_id", code="fact_not_found")
-    await svc.store.set_status([fact_id], FactStatus.forgotten, found.version)
+    found = await fact(request, fact_id)
+    await services(request).store.set_status([fact_id], FactStatus.forgotten, found.version)
     found.status = FactStatus.forgotten
     return found
 
