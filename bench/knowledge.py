@@ -90,6 +90,7 @@ def main() -> None:
         consolidation__gates__efficacy_min="0",
         consolidation__gates__generalization_min="0",
         consolidation__gates__retention_min="0",
+        consolidation__gates__adapter_retention_min="0",
     )
     daemon = Daemon(state, port, env)
     daemon.start()
@@ -123,6 +124,14 @@ def main() -> None:
             for (q, k), b, a in zip(general, base_general, after_general, strict=True)
             if not (a == b or (knows(a, k) and knows(b, k)))
         ]
+        # As served: the alias routes by scope (daemon.memory.scope).
+        held_out_served = [knows(ask(client, "memoryd", q), k) for _, q, k in facts]
+        served_general = [ask(client, "memoryd", q) for q, _ in general]
+        changed_served = [
+            q
+            for (q, k), b, a in zip(general, base_general, served_general, strict=True)
+            if not (a == b or (knows(a, k) and knows(b, k)))
+        ]
         steps = {s["name"]: s["seconds"] for s in run["steps"]}
         results = {
             "recipe": args.recipe,
@@ -137,6 +146,8 @@ def main() -> None:
             "generalization": score(held_out),
             "with_context_ceiling": score(ceiling),
             "generalization_vs_ceiling": score(held_out) / max(score(ceiling), 1e-9),
+            "generalization_served": score(held_out_served),
+            "general_changed_served": len(changed_served),
             "general_changed": len(changed),
             "general_total": len(general),
             "changed_questions": changed,
@@ -156,6 +167,11 @@ def main() -> None:
         f"  {'general answers changed':28} {results['general_changed']} of {results['general_total']}"
     )
     print(f"  {'consolidation seconds':28} {results['consolidation_seconds']} {steps}")
+    print("  as served (the memoryd alias, routed by scope):")
+    print(f"  {'  generalization':28} {results['generalization_served']:.2f}")
+    print(
+        f"  {'  general answers changed':28} {results['general_changed_served']} of {results['general_total']}"
+    )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 
