@@ -68,14 +68,18 @@ def served_by(adapter: str, scope: Scope | None, question: str) -> str:
 async def ask_served(
     engine: EngineClient, adapter: str, scope: Scope | None, questions: list[str]
 ) -> list[str]:
-    routed = [served_by(adapter, scope, q) for q in questions]
-    answers = dict(zip(questions, await ask(engine, adapter, questions), strict=True))
-    base_qs = [q for q, m in zip(questions, routed, strict=True) if m == BASE_MODEL_NAME]
-    answers_base = dict(zip(base_qs, await ask(engine, BASE_MODEL_NAME, base_qs), strict=True))
-    return [
-        answers_base[q] if m == BASE_MODEL_NAME else answers[q]
-        for q, m in zip(questions, routed, strict=True)
-    ]
+    """Each question asked of the model the alias would route it to."""
+    gate = asyncio.Semaphore(16)
+
+    async def one(q: str) -> str:
+        async with gate:
+            messages = [{"role": "user", "content": q}]
+            out = await engine.chat(
+                served_by(adapter, scope, q), messages, max_tokens=ANSWER_TOKENS
+            )
+            return out[0].text
+
+    return await asyncio.gather(*(one(q) for q in questions))
 
 
 async def _fact_score(

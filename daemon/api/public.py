@@ -72,9 +72,8 @@ async def forward(
     data = await read_json(request, svc.settings.server.max_body_bytes)
     parsed = parse(model, data)
     public_name = data["model"]
-    messages = messages_of(parsed)
     try:
-        engine_name = svc.swapper.resolve(public_name, texts_of(parsed, messages))
+        engine_name = svc.swapper.resolve(public_name, lambda: texts_of(parsed))
     except UnknownModel:
         raise APIError(
             404, f"The model `{public_name}` does not exist.", param="model", code="model_not_found"
@@ -125,7 +124,8 @@ async def forward(
                 status = str(reply.status_code) if completed else "disconnected"
                 svc.metrics.requests.labels(public_name, status).inc()
                 svc.metrics.latency.labels(public_name).observe(time.monotonic() - started)
-                if completed and reply.status_code == 200 and messages:
+                messages = messages_of(parsed) if completed and reply.status_code == 200 else []
+                if messages:
                     svc.observer.submit(messages, conversation_key(messages, explicit))
 
     headers = {k: v for k, v in reply.headers.items() if k.lower() not in HOP_HEADERS}
@@ -137,12 +137,12 @@ async def finish(svc: Services, engine_name: str) -> None:
     await svc.swapper.release(engine_name)
 
 
-def texts_of(parsed: CompletionBase, messages: list[dict[str, Any]]) -> list[str]:
+def texts_of(parsed: CompletionBase) -> list[str]:
     """What a request says, for deciding whether the memory adapter applies."""
-    if isinstance(parsed, CompletionRequest):
-        prompt = parsed.prompt
-        return [prompt] if isinstance(prompt, str) else [p for p in prompt if isinstance(p, str)]
-    return [message_text(m.get("content")) for m in messages]
+    if isinstance(parsed, ChatCompletionRequest):
+        return [message_text(m.content) for m in parsed.messages]
+    prompt = parsed.prompt if isinstance(parsed, CompletionRequest) else ""
+    return [prompt] if isinstance(prompt, str) else [p for p in prompt if isinstance(p, str)]
 
 
 def messages_of(parsed: CompletionBase) -> list[dict[str, Any]]:

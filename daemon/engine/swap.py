@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from daemon.engine.adapters import adapter_dir, adapter_name, verify
 from daemon.engine.client import BASE_MODEL_NAME, EngineClient
@@ -44,7 +46,7 @@ class Swapper:
         store: Store,
         adapters_dir: Path,
         alias: str,
-        routing: str = "relevant",
+        routing: Literal["relevant", "always"] = "relevant",
     ) -> None:
         self.routing = routing
         self.engines = engines
@@ -59,15 +61,16 @@ class Swapper:
         self._unloads: set[asyncio.Task[None]] = set()
 
     # --- request path ------------------------------------------------------
-    def resolve(self, public_name: str, texts: list[str]) -> str:
+    def resolve(self, public_name: str, texts: Callable[[], Iterable[str]]) -> str:
         """The engine-side model name for a public one; raises UnknownModel.
 
         The alias means the active adapter for a conversation within its scope
-        (see daemon.memory.scope), the base model otherwise.
+        (see daemon.memory.scope), the base model otherwise; ``texts`` is only
+        read when that decision needs it.
         """
         if public_name == self.alias:
             active = self.active
-            if active and (self.routing == "always" or active.scope.covers(texts)):
+            if active and (self.routing == "always" or active.scope.covers(texts())):
                 return active.name
             return BASE_MODEL_NAME
         if public_name == BASE_MODEL_NAME or public_name in self.loaded:
