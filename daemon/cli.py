@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import typer
 import uvicorn
+import uvloop
 from rich.console import Console
 from rich.table import Table
 
@@ -105,7 +106,8 @@ def serve(config: str | None = ConfigOpt) -> None:
     # handler it found: make that a no-op so a clean shutdown exits 0.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
-    asyncio.run(run())
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(run())
     if not server.started:
         raise typer.Exit(1)
 
