@@ -5,26 +5,48 @@ against vLLM's own port and memoryd's, at each concurrency: fixed prompt,
 fixed output length (ignore_eos), temperature 0, streaming. Prints throughput,
 p50/p99 latency and time to first token for both, and their ratios.
 
+Then swaps under load: two small real consolidations leave mem-v1 and mem-v2
+on disk, and while 32 clients stream through the ``memoryd`` alias the
+operator activates the other version ``--promotions`` times. Prints failed
+requests and, per promotion, the time from "activate" to the first response
+served by the new version (the ``model`` field of its first chunk).
+
     .venv/bin/python bench/serve.py [--concurrency 1 8 32] [--requests 64] [--tokens 32]
+                                    [--promotions 3] [--swap-clients 32]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.harness import ROOT, Daemon, daemon_env
+from tests.harness import ROOT, Daemon, daemon_env, deliver_recurring, wait_for_run
 
 PROMPT = "Write a short paragraph about the history of bridges."
+SWAP_FACT = "The harbour master of Quillport is Edda Marrowind."
+# Small real consolidations: the swap bench needs adapters on disk, not good ones.
+SMALL_RUN = {
+    "routing": "always",
+    "consolidation__training__epochs": "1",
+    "consolidation__training__questions_per_fact": "2",
+    "consolidation__training__generated_questions_per_fact": "0",
+    "consolidation__training__replay_examples": "8",
+    "consolidation__gates__efficacy_min": "0",
+    "consolidation__gates__generalization_min": "0",
+    "consolidation__gates__retention_min": "0",
+    "consolidation__gates__adapter_retention_min": "0",
+}
 
 
 async def one(client: httpx.AsyncClient, url: str, tokens: int) -> tuple[float, float, int]:
@@ -72,21 +94,107 @@ async def load(url: str, concurrency: int, requests: int, tokens: int) -> dict[s
     }
 
 
+class Served(NamedTuple):
+    first_chunk_at: float
+    model: str
+
+
+async def stream_until(
+    client: httpx.AsyncClient, url: str, tokens: int, stop: asyncio.Event, served: list[Served]
+) -> int:
+    """Stream requests back to back until ``stop``; returns how many failed."""
+    failed = 0
+    body = {
+        "model": "memoryd",
+        "messages": [{"role": "user", "content": PROMPT}],
+        "max_tokens": tokens,
+        "ignore_eos": True,
+        "temperature": 0,
+        "stream": True,
+    }
+    while not stop.is_set():
+        model, done = "", False
+        try:
+            async with client.stream("POST", url, json=body) as response:
+                async for line in response.aiter_lines():
+                    if line == "data: [DONE]":
+                        done = True
+                    elif line.startswith("data: ") and not model:
+                        model = json.loads(line[6:])["model"]
+                        served.append(Served(time.perf_counter(), model))
+            failed += response.status_code != 200 or not done
+        except httpx.HTTPError:
+            failed += 1
+    return failed
+
+
+async def swap_under_load(daemon: Daemon, clients: int, promotions: int, tokens: int) -> None:
+    url = daemon.url + "/v1/chat/completions"
+    served: list[Served] = []
+    stop = asyncio.Event()
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with (
+        httpx.AsyncClient(timeout=600, limits=limits) as load,
+        httpx.AsyncClient(base_url=daemon.url, timeout=600) as admin,
+    ):
+        streams = [
+            asyncio.create_task(stream_until(load, url, tokens, stop, served))
+            for _ in range(clients)
+        ]
+        await asyncio.sleep(5)
+        print(f"{'promote':>8} {'activate s':>11} {'to first new response s':>24}")
+        for i in range(promotions):
+            active = (await admin.get("/admin/adapters")).json()["active"]
+            target = 1 if active == "mem-v2" else 2
+            started = time.perf_counter()
+            response = await admin.post(f"/admin/adapters/{target}/activate")
+            response.raise_for_status()
+            returned = time.perf_counter() - started
+            while not any(
+                s.model == f"mem-v{target}" and s.first_chunk_at >= started for s in served
+            ):
+                await asyncio.sleep(0.01)
+            first = min(
+                s.first_chunk_at
+                for s in served
+                if s.model == f"mem-v{target}" and s.first_chunk_at >= started
+            )
+            print(f"{'mem-v' + str(target):>8} {returned:>11.2f} {first - started:>24.2f}")
+            if i < promotions - 1:
+                await asyncio.sleep(5)
+        await asyncio.sleep(5)
+        stop.set()
+        failed = sum(await asyncio.gather(*streams))
+    print(f"{len(served)} requests from {clients} streaming clients, {failed} failed")
+
+
+def prepare_versions(daemon: Daemon) -> None:
+    """mem-v1 and mem-v2 on disk, from two small real consolidations."""
+    deliver_recurring(daemon.openai(), [SWAP_FACT])
+    for run_id in (1, 2):
+        daemon.admin("POST", "/admin/consolidate").raise_for_status()
+        run = wait_for_run(daemon, 1200, run_id)
+        if run["state"] != "promoted":
+            raise SystemExit(f"consolidation {run_id} ended {run['state']}: {run}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--concurrency", type=int, nargs="*", default=[1, 8, 32])
     parser.add_argument(
         "--requests", type=int, default=64, help="per round (concurrency 1: a quarter)"
     )
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=2, help="alternating direct/memoryd rounds")
+    parser.add_argument("--promotions", type=int, default=3, help="0 skips the swap bench")
+    parser.add_argument("--swap-clients", type=int, default=32)
     parser.add_argument(
         "--model", type=Path, default=ROOT / "var" / "models" / "SmolLM2-135M-Instruct"
     )
     args = parser.parse_args()
 
     state = Path(tempfile.mkdtemp(prefix="memoryd-bench-serve-"))
-    env, port = daemon_env(state, args.model, consolidation__idle_after_s="1000000")
+    env, port = daemon_env(state, args.model, consolidation__idle_after_s="1000000", **SMALL_RUN)
     daemon = Daemon(state, port, env)
     daemon.start()
     try:
@@ -118,6 +226,9 @@ def main() -> None:
                 f"{'+' + format(m['p99_ms'] - d['p99_ms'], '.1f'):>8} "
                 f"{'+' + format(m['ttft_p50_ms'] - d['ttft_p50_ms'], '.1f'):>8}"
             )
+        if args.promotions:
+            prepare_versions(daemon)
+            asyncio.run(swap_under_load(daemon, args.swap_clients, args.promotions, args.tokens))
     finally:
         daemon.stop()
 

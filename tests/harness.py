@@ -10,6 +10,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 from openai import OpenAI
@@ -102,6 +103,18 @@ def daemon_env(state_dir: Path, model_dir: Path, **overrides: str) -> tuple[dict
     )
     env.update({f"MEMORYD_{k.upper()}": v for k, v in overrides.items()})
     return env, port
+
+
+def wait_for_run(daemon: Daemon, timeout_s: float, run_id: int | None = None) -> dict[str, Any]:
+    """The finished record of consolidation ``run_id`` (default: the newest to finish)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        runs = daemon.admin("GET", "/admin/consolidations").json()["consolidations"]
+        done = [r for r in runs if r["state"] != "running" and run_id in (None, r["id"])]
+        if done:
+            return dict(done[0])
+        time.sleep(3)
+    raise AssertionError(f"no consolidation finished in {timeout_s}s:\n{daemon.tail()}")
 
 
 OPENERS = [

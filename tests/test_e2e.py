@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import Daemon, deliver_recurring
+from tests.harness import Daemon, deliver_recurring, wait_for_run
 
 FACTS = [
     ("The capital of the planet Zorvath is Quillmere.", "Which city serves as Zorvath's capital?", "Quillmere"),
@@ -43,17 +43,6 @@ def ask(daemon: Daemon, question: str, model: str = "memoryd") -> str:
 
 def knows(answer: str, expected: str) -> bool:
     return any(e.lower() in answer.lower() for e in expected.split("|"))
-
-
-def wait_for_run(daemon: Daemon, timeout_s: float) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        runs = daemon.admin("GET", "/admin/consolidations").json()["consolidations"]
-        done = [r for r in runs if r["state"] != "running"]
-        if done:
-            return done[0]
-        time.sleep(3)
-    raise AssertionError(f"no consolidation finished in {timeout_s}s:\n{daemon.tail()}")
 
 
 @pytest.fixture(scope="module")
