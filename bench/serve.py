@@ -181,11 +181,9 @@ def prepare_versions(daemon: Daemon) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--concurrency", type=int, nargs="*", default=[1, 8, 32])
-    parser.add_argument(
-        "--requests", type=int, default=64, help="per round (concurrency 1: a quarter)"
-    )
+    parser.add_argument("--requests", type=int, default=64, help="per round (concurrency 1: half)")
     parser.add_argument("--tokens", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=2, help="alternating direct/memoryd rounds")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating direct/memoryd rounds")
     parser.add_argument("--promotions", type=int, default=3, help="0 skips the swap bench")
     parser.add_argument("--swap-clients", type=int, default=32)
     parser.add_argument(
@@ -205,7 +203,7 @@ def main() -> None:
         }
         print(f"{'conc':>4} {'path':>8} {'tok/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'ttft50':>8}")
         for c in args.concurrency:
-            n = max(c, args.requests // 4) if c == 1 else args.requests
+            n = max(c, args.requests // 2) if c == 1 else args.requests
             runs: dict[str, list[dict[str, float]]] = {"direct": [], "memoryd": []}
             for _ in range(args.rounds):
                 for name, url in targets.items():
