@@ -46,11 +46,25 @@ Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 def batches(encoded: list[Encoded], size: int, pad_id: int, rng: random.Random) -> list[Batch]:
+    """Shuffled batches of similar lengths: less padding, so less work per epoch.
+
+    Examples are sorted by length only within windows of a few batches, so each
+    batch is still a random draw of facts and replay, and the batch order is
+    shuffled again.
+    """
     order = list(range(len(encoded)))
     rng.shuffle(order)
+    window = size * 8
+    order = [
+        i
+        for start in range(0, len(order), window)
+        for i in sorted(order[start : start + window], key=lambda i: len(encoded[i][0]))
+    ]
+    groups = [order[start : start + size] for start in range(0, len(order), size)]
+    rng.shuffle(groups)
     out = []
-    for start in range(0, len(order), size):
-        chunk = [encoded[i] for i in order[start : start + size]]
+    for group in groups:
+        chunk = [encoded[i] for i in group]
         width = max(len(ids) for ids, _, _ in chunk)
         ids = torch.full((len(chunk), width), pad_id)
         labels = torch.full((len(chunk), width), IGNORE)
