@@ -5,6 +5,9 @@ against vLLM's own port and memoryd's, at each concurrency: fixed prompt,
 fixed output length (ignore_eos), temperature 0, streaming. Prints throughput,
 p50/p99 latency and time to first token for both, and their ratios.
 
+First the proxy's fixed cost per request: one-token answers, one at a time,
+direct and through memoryd.
+
 Then swaps under load: two small real consolidations leave mem-v1 and mem-v2
 on disk, and while 32 clients stream through the ``memoryd`` alias the
 operator activates the other version ``--promotions`` times. Prints failed
@@ -92,6 +95,24 @@ async def load(url: str, concurrency: int, requests: int, tokens: int) -> dict[s
         "p99_ms": latency[min(len(latency) - 1, int(len(latency) * 0.99))] * 1000,
         "ttft_p50_ms": statistics.median(ttft) * 1000,
     }
+
+
+def hop(url: str, requests: int) -> list[float]:
+    """Latency of one-token answers, one at a time: the proxy's fixed cost per request."""
+    body = {
+        "model": "base",
+        "messages": [{"role": "user", "content": "Hi"}],
+        "max_tokens": 1,
+        "temperature": 0,
+    }
+    out = []
+    with httpx.Client(timeout=60) as client:
+        client.post(url, json=body).raise_for_status()
+        for _ in range(requests):
+            started = time.perf_counter()
+            client.post(url, json=body).raise_for_status()
+            out.append((time.perf_counter() - started) * 1000)
+    return out
 
 
 class Served(NamedTuple):
@@ -184,6 +205,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=64, help="per round (concurrency 1: half)")
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3, help="alternating direct/memoryd rounds")
+    parser.add_argument("--hop-requests", type=int, default=100, help="per round")
     parser.add_argument("--promotions", type=int, default=3, help="0 skips the swap bench")
     parser.add_argument("--swap-clients", type=int, default=32)
     parser.add_argument(
@@ -201,6 +223,16 @@ def main() -> None:
             "direct": engine + "/v1/chat/completions",
             "memoryd": daemon.url + "/v1/chat/completions",
         }
+        hops: dict[str, list[float]] = {name: [] for name in targets}
+        for _ in range(args.rounds):
+            for name, url in targets.items():
+                hops[name] += hop(url, args.hop_requests)
+        direct, through = (statistics.median(hops[name]) for name in targets)
+        print(
+            f"per-request hop (1 token, not streamed, {len(hops['direct'])} requests each): "
+            f"direct p50 {direct:.2f} ms, memoryd p50 {through:.2f} ms, "
+            f"added {through - direct:+.2f} ms"
+        )
         print(f"{'conc':>4} {'path':>8} {'tok/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'ttft50':>8}")
         for c in args.concurrency:
             n = max(c, args.requests // 2) if c == 1 else args.requests
@@ -220,9 +252,8 @@ def main() -> None:
             d, m = summary["direct"], summary["memoryd"]
             print(
                 f"{c:>4} {'ratio':>8} {m['tokens_per_s'] / d['tokens_per_s']:>8.3f} "
-                f"{'+' + format(m['p50_ms'] - d['p50_ms'], '.1f'):>8} "
-                f"{'+' + format(m['p99_ms'] - d['p99_ms'], '.1f'):>8} "
-                f"{'+' + format(m['ttft_p50_ms'] - d['ttft_p50_ms'], '.1f'):>8}"
+                f"{m['p50_ms'] - d['p50_ms']:>+8.1f} {m['p99_ms'] - d['p99_ms']:>+8.1f} "
+                f"{m['ttft_p50_ms'] - d['ttft_p50_ms']:>+8.1f}"
             )
         if args.promotions:
             prepare_versions(daemon)
