@@ -14,9 +14,7 @@ from __future__ import annotations
 import asyncio
 import random
 import re
-from collections.abc import Awaitable
 from importlib import resources
-from typing import TypeVar
 
 from pydantic import BaseModel
 
@@ -40,13 +38,11 @@ RECALL_PROMPTS = (
     "State what you remember about {s}.",
 )
 ANSWER_TOKENS = 48
-CONCURRENCY = 16
 HEDGES = re.compile(
     r"\b(fictional|fictitious|likely|probably|possibly|might|not sure|don't know|do not know|"
     r"unclear|I'm sorry|cannot|can't)\b",
     re.I,
 )
-T = TypeVar("T")
 
 
 class Example(BaseModel):
@@ -94,16 +90,6 @@ def probe_set() -> list[Probe]:
         question, _, expected = line.partition("\t")
         probes.append(Probe(question=question, expected=expected.split("|")))
     return probes
-
-
-async def _bounded(coros: list[Awaitable[T]], limit: int = CONCURRENCY) -> list[T]:
-    gate = asyncio.Semaphore(limit)
-
-    async def run(coro: Awaitable[T]) -> T:
-        async with gate:
-            return await coro
-
-    return await asyncio.gather(*(run(c) for c in coros))
 
 
 def _clean_generated(text: str, fact: FactShape) -> str | None:
@@ -165,11 +151,11 @@ async def build_dataset(facts: list[Fact], engine: EngineClient, cfg: TrainingCo
     if cfg.recipe == "plain":
         return plain_dataset(facts, cfg)
 
-    generated = await _bounded(
-        [
+    generated = await asyncio.gather(
+        *(
             _generated_questions(engine, shapes[f.id], cfg.generated_questions_per_fact)
             for f in facts
-        ]
+        )
     )
     plan: list[tuple[Fact, str]] = []
     fact_questions: list[FactQuestions] = []
@@ -183,7 +169,7 @@ async def build_dataset(facts: list[Fact], engine: EngineClient, cfg: TrainingCo
         )
         plan.extend((fact, q) for q in trained)
 
-    answers = await _bounded([_teacher_answer(engine, shapes[f.id], q) for f, q in plan])
+    answers = await asyncio.gather(*(_teacher_answer(engine, shapes[f.id], q) for f, q in plan))
     examples: list[Example] = []
     for (fact, question), answer in zip(plan, answers, strict=True):
         fs = shapes[fact.id]
@@ -222,11 +208,11 @@ async def replay_examples(
     prompts = read_lines("replay.txt")
     rng.shuffle(prompts)
     prompts = prompts[: cfg.replay_examples]
-    answers = await _bounded(
-        [
+    answers = await asyncio.gather(
+        *(
             engine.chat(BASE_MODEL_NAME, [{"role": "user", "content": p}], max_tokens=ANSWER_TOKENS)
             for p in prompts
-        ]
+        )
     )
     return [
         Example(question=p, answer=a[0].text.strip(), kind="replay", finished=a[0].finished)

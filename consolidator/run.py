@@ -21,6 +21,7 @@ from consolidator.data import build_dataset
 from consolidator.evaluate import evaluate
 from consolidator.questions import key_terms, shape
 from consolidator.train import train_adapter
+from consolidator.yielding import YieldingEngine
 from daemon.config import Settings
 from daemon.engine.adapters import MANIFEST, adapter_dir, adapter_name, file_hashes
 from daemon.engine.client import EngineClient
@@ -170,7 +171,8 @@ async def main_async(args: argparse.Namespace) -> int:
     settings = Settings.model_validate(json.loads(Path(args.settings).read_text()))
     redis = connect(args.redis_url)
     store = Store(redis, settings.redis.key_prefix)
-    engine = EngineClient(args.engine_url)
+    engine = YieldingEngine(args.engine_url)
+    engine.install()
     code = EXIT_FAILED
     try:
         code = await consolidate(settings, store, engine, args.run_id)

@@ -31,7 +31,12 @@ class ServerConfig(Section):
     )
     admin_token: str = Field("", description="Bearer token for /admin; empty = open on loopback")
     max_body_bytes: int = Field(8 * 1024 * 1024, gt=0)
-    upstream_timeout_s: float = Field(300.0, gt=0)
+    max_concurrent_requests: int = Field(
+        512, gt=0, description="chat requests in flight; more are refused with 429"
+    )
+    upstream_timeout_s: float = Field(
+        300.0, gt=0, description="longest wait for the engine's next bytes; then 504"
+    )
 
 
 class RedisConfig(Section):

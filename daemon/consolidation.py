@@ -1,8 +1,9 @@
 """Decide when to consolidate, run the consolidator child, and act on its verdict.
 
-Chat wins: while a request is in flight the child is paused (SIGSTOP) and it
-resumes once the daemon is idle again, so training never competes with chat
-for the accelerator or the CPU.
+Chat wins: when a request arrives the child is told (SIGURG: it aborts its own
+engine requests) and then paused (SIGSTOP); it resumes (SIGCONT) once the daemon
+is idle again, so neither training nor the consolidator's generations compete
+with chat for the accelerator or the CPU.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from daemon.metrics import Metrics
 
 log = logging.getLogger("memoryd.consolidation")
 EXIT_PASSED, EXIT_REJECTED = 0, 3
+ABORT_GRACE_S = 0.2  # for the child to abort its engine requests before it is stopped
+# A signal ignored by default: one that arrives before the child listens does no harm.
+CHAT_ARRIVED = signal.SIGURG
 
 
 class Phase(str, Enum):
@@ -84,7 +88,16 @@ class Consolidator:
 
     def on_chat(self) -> None:
         """A chat request arrived: pause a running consolidation."""
-        if self.phase == Phase.running:
+        if self.phase == Phase.running and self._proc and self._proc.returncode is None:
+            try:
+                os.kill(self._proc.pid, CHAT_ARRIVED)
+            except ProcessLookupError:
+                return
+            self.phase = Phase.paused
+            asyncio.get_running_loop().call_later(ABORT_GRACE_S, self._stop_if_paused)
+
+    def _stop_if_paused(self) -> None:
+        if self.phase == Phase.paused:
             self._signal(signal.SIGSTOP, Phase.paused)
 
     def _signal(self, sig: signal.Signals, phase: Phase) -> None:

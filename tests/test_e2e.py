@@ -103,8 +103,10 @@ def test_recurring_facts_become_memory(learner: Daemon) -> None:
     )
     assert kept_alone >= 14, list(zip([q for q, _ in GENERAL], alone, strict=True))
 
-    models = {m.id for m in client.models.list().data}
-    assert {"memoryd", "base", "mem-v1"} <= models
+    cards = {m.id: m.model_dump() for m in client.models.list().data}
+    assert {"memoryd", "base", "mem-v1"} <= set(cards)
+    assert cards["mem-v1"]["parent"] == "base" and cards["mem-v1"]["created"] > 0
+    assert cards["memoryd"]["root"] == "mem-v1" and cards["memoryd"]["parent"] == "base"
     cli = learner.cli("consolidations", "--json")
     assert (
         cli.returncode == 0 and json.loads(cli.stdout)["consolidations"][0]["state"] == "promoted"

@@ -80,6 +80,14 @@ async def forward(
         ) from None
     if not svc.engines_ready():
         raise APIError(503, "the engine is restarting", headers={"Retry-After": "5"})
+    limit = svc.settings.server.max_concurrent_requests
+    if svc.activity.in_flight >= limit:
+        raise APIError(
+            429,
+            f"{limit} requests are already in flight (server.max_concurrent_requests)",
+            code="too_many_requests",
+            headers={"Retry-After": "1"},
+        )
     data["model"] = engine_name
     if svc.drop_seed:
         data.pop("seed", None)
