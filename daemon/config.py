@@ -55,6 +55,11 @@ class EngineConfig(Section):
     max_model_len: int = 2048
     gpu_memory_utilization: float = Field(0.3, gt=0, le=1)
     cpu_kvcache_gib: int = 1
+    tool_call_parser: str = Field(
+        "pythonic",
+        description="vLLM --tool-call-parser for the managed child (tool calls need one); "
+        "empty = no tool calls",
+    )
     extra_args: list[str] = Field(default_factory=list)
     startup_timeout_s: float = 600.0
 

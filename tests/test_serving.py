@@ -56,7 +56,7 @@ def served(make_daemon: Callable[..., Daemon]) -> Iterator[Daemon]:
         },
         server__max_body_bytes="65536",
         server__max_concurrent_requests="3",
-        server__upstream_timeout_s="4",
+        server__upstream_timeout_s="30",
         consolidation__idle_after_s="100000",
     )
     yield daemon
@@ -349,9 +349,9 @@ def test_504_when_the_engine_takes_too_long(served: Daemon) -> None:
     started = time.monotonic()
     with pytest.raises(openai.APIStatusError) as refused:
         memoryd(served).chat.completions.create(
-            model="memoryd", messages=ASK, max_tokens=1500, extra_body={"ignore_eos": True}
+            model="memoryd", messages=ASK, max_tokens=1900, extra_body={"ignore_eos": True}
         )
     assert refused.value.status_code == 504
     assert error_of(refused.value.response)["code"] == "upstream_timeout"
-    assert time.monotonic() - started < 30
+    assert time.monotonic() - started < 60
     still_serving(served)

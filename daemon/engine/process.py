@@ -46,6 +46,8 @@ def vllm_command(cfg: EngineConfig, model_dir: Path) -> list[str]:
         "--gpu-memory-utilization", str(cfg.gpu_memory_utilization),
         "--disable-uvicorn-access-log",
     ]  # fmt: skip
+    if cfg.tool_call_parser:
+        cmd += ["--enable-auto-tool-choice", "--tool-call-parser", cfg.tool_call_parser]
     return cmd + cfg.extra_args
 
 
