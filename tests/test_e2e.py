@@ -9,15 +9,21 @@ and serves the same adapter again.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 
-from tests.harness import Daemon, deliver_recurring, wait_for_run
+from daemon.config import EngineConfig
+from daemon.engine.process import vllm_command
+from tests.harness import Daemon, daemon_env, deliver_recurring, free_port, wait_for_run
 
 FACTS = [
     ("The capital of the planet Zorvath is Quillmere.", "Which city serves as Zorvath's capital?", "Quillmere"),
@@ -119,6 +125,129 @@ def test_active_adapter_survives_restart(learner: Daemon) -> None:
     assert learner.admin("GET", "/admin/status").json()["active_adapter"] == "mem-v1"
     answer = ask(learner, FACTS[3][1])
     assert knows(answer, FACTS[3][2]), answer
+
+
+def test_engine_crash_recovers_with_the_active_adapter(learner: Daemon) -> None:
+    """The vLLM child dies mid-stream: 503 + Retry-After meanwhile, then mem-v1 again."""
+    engine = learner.admin("GET", "/admin/status").json()["engine"]
+    ended: list[str] = []
+
+    def long_stream() -> None:
+        try:
+            for _ in learner.openai(max_retries=0).chat.completions.create(
+                model="memoryd",
+                messages=[{"role": "user", "content": "Write a long story about a dragon."}],
+                max_tokens=1500,
+                extra_body={"ignore_eos": True},
+                stream=True,
+            ):
+                pass
+            ended.append("completed")
+        except Exception as exc:
+            ended.append(type(exc).__name__)
+
+    in_flight = threading.Thread(target=long_stream)
+    in_flight.start()
+    time.sleep(2)
+    os.killpg(engine["pid"], signal.SIGKILL)
+    in_flight.join(60)
+    assert ended and ended != ["completed"], ended  # the stream broke off; nothing hangs
+    assert learner.admin("GET", "/readyz").status_code == 503
+    saw_503 = False
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        response = httpx.post(
+            learner.url + "/v1/chat/completions",
+            json={"model": "memoryd", "messages": [{"role": "user", "content": "Hi"}]},
+            timeout=60,
+        )
+        if response.status_code == 200:
+            break
+        assert response.status_code == 503, response.text
+        assert response.headers["retry-after"] and response.json()["error"]["message"]
+        saw_503 = True
+        time.sleep(1)
+    assert saw_503 and response.status_code == 200
+    status = learner.admin("GET", "/admin/status").json()
+    assert status["engine"]["restarts"] == 1 and status["engine"]["pid"] != engine["pid"]
+    assert status["active_adapter"] == "mem-v1"
+    on_engine = httpx.get(engine["upstream"][0] + "/v1/models", timeout=30).json()["data"]
+    assert "mem-v1" in {m["id"] for m in on_engine}
+    answer = ask(learner, FACTS[3][1])
+    assert knows(answer, FACTS[3][2]), answer
+
+
+def test_external_upstreams_get_every_adapter_and_share_requests(
+    learner: Daemon, model_dir: Path, tmp_path: Path
+) -> None:
+    """engine.upstreams: two vLLM servers memoryd does not start."""
+    env = {**os.environ, "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "VLLM_CPU_KVCACHE_SPACE": "1"}
+    configs = [EngineConfig(port=free_port(), tool_call_parser="") for _ in range(2)]
+    urls = [f"http://127.0.0.1:{c.port}" for c in configs]
+    engines = [
+        subprocess.Popen(
+            vllm_command(c, model_dir),
+            env=env,
+            stdout=(tmp_path / f"vllm-{i}.log").open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        for i, c in enumerate(configs)
+    ]
+    state = tmp_path / "external"
+    shutil.copytree(learner.state_dir / "adapters" / "v1", state / "adapters" / "v1")
+    daemon_vars, port = daemon_env(
+        state, model_dir, engine__upstreams=json.dumps(urls), consolidation__idle_after_s="100000"
+    )
+    external = Daemon(state, port, daemon_vars)
+    try:
+        deadline = time.monotonic() + 600
+        for url in urls:
+            while not healthy(url):
+                assert time.monotonic() < deadline and all(e.poll() is None for e in engines)
+                time.sleep(2)
+        external.start()
+        assert external.admin("GET", "/admin/status").json()["engine"]["managed"] is False
+        rolled = external.cli("adapters", "rollback", "1")
+        assert rolled.returncode == 0, rolled.stderr
+        for url in urls:  # the adapter was loaded on every engine
+            ids = {m["id"] for m in httpx.get(url + "/v1/models", timeout=30).json()["data"]}
+            assert "mem-v1" in ids, (url, ids)
+        before = [served_requests(url) for url in urls]
+        for _ in range(8):
+            answer = ask(external, FACTS[3][1])
+        assert knows(answer, FACTS[3][2]), answer
+        deadline = time.monotonic() + 30  # the engines count a request as it finishes
+        while (shares := [served_requests(u) - b for u, b in zip(urls, before, strict=True)]) != [
+            4,
+            4,
+        ] and time.monotonic() < deadline:
+            time.sleep(1)
+        assert shares == [4, 4], shares  # round robin
+    finally:
+        external.stop()
+        for e in engines:
+            os.killpg(e.pid, signal.SIGTERM)
+            e.wait(60)
+
+
+def healthy(url: str) -> bool:
+    try:
+        return httpx.get(url + "/health", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def served_requests(url: str) -> int:
+    """Finished requests, from the engine's own Prometheus metrics."""
+    text = httpx.get(url + "/metrics", timeout=30).text
+    return int(
+        sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("vllm:request_success_total{")
+        )
+    )
 
 
 def test_adapters_rollback_and_corrupt_copy_refused(learner: Daemon) -> None:
