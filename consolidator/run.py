@@ -22,6 +22,7 @@ from consolidator.evaluate import evaluate
 from consolidator.questions import key_terms, shape
 from consolidator.train import train_adapter
 from consolidator.yielding import YieldingEngine
+from daemon import logs
 from daemon.config import Settings
 from daemon.engine.adapters import MANIFEST, adapter_dir, adapter_name, file_hashes
 from daemon.engine.client import EngineClient
@@ -167,8 +168,7 @@ def settings_model_dir(settings: Settings) -> Path:
     )
 
 
-async def main_async(args: argparse.Namespace) -> int:
-    settings = Settings.model_validate(json.loads(Path(args.settings).read_text()))
+async def main_async(settings: Settings, args: argparse.Namespace) -> int:
     redis = connect(args.redis_url)
     store = Store(redis, settings.redis.key_prefix)
     engine = YieldingEngine(args.engine_url)
@@ -198,6 +198,6 @@ def main() -> None:
     parser.add_argument("--redis-url", required=True)
     parser.add_argument("--engine-url", required=True)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    raise SystemExit(asyncio.run(main_async(args)))
+    settings = Settings.model_validate(json.loads(Path(args.settings).read_text()))
+    logs.configure("info", settings.log_format)
+    raise SystemExit(asyncio.run(main_async(settings, args)))

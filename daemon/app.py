@@ -27,8 +27,11 @@ def _bearer(request: Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-def _check(keys: list[str], what: str) -> Callable[[Request], Awaitable[None]]:
+def _check(tokens: Callable[[], list[str]], what: str) -> Callable[[Request], Awaitable[None]]:
+    """Bearer auth; the accepted tokens are read per request (SIGHUP can change them)."""
+
     async def dependency(request: Request) -> None:
+        keys = tokens()
         if not keys:
             return
         token = _bearer(request)
@@ -59,10 +62,14 @@ def create_app(
     app.add_exception_handler(APIError, api_error_handler)
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
+    server = settings.server
+
+    def admin_keys() -> list[str]:
+        return [server.admin_token] if server.admin_token else []
+
     app.include_router(
-        public.router, dependencies=[Depends(_check(settings.server.api_keys, "/v1"))]
+        public.router, dependencies=[Depends(_check(lambda: server.api_keys, "/v1"))]
     )
-    admin_keys = [settings.server.admin_token] if settings.server.admin_token else []
     app.include_router(admin.router, dependencies=[Depends(_check(admin_keys, "/admin"))])
     app.include_router(admin.health)
     app.add_api_route(

@@ -23,8 +23,10 @@ import uvloop
 from rich.console import Console
 from rich.table import Table
 
+from daemon import logs, reload
 from daemon.config import ConfigError, Settings, load_settings
 
+log = logging.getLogger("memoryd")
 app = typer.Typer(
     help="memoryd: a chat daemon that consolidates recurring context into LoRA memory."
 )
@@ -60,18 +62,10 @@ def serve(config: str | None = ConfigOpt) -> None:
     from daemon.notify import Notifier
 
     settings = settings_or_exit(config)
-    if not settings.server.api_keys and not is_loopback(settings.server.host):
-        err.print(
-            f"[red]memoryd:[/red] server.host {settings.server.host} is not loopback and "
-            "server.api_keys is empty: refusing to serve an open endpoint"
-        )
+    if problem := open_endpoint(settings):
+        err.print(f"[red]memoryd:[/red] {problem}")
         raise typer.Exit(2)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
-    for noisy in ("apscheduler", "httpx"):  # a line per tick / per proxied request
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logs.configure(settings.log_level, settings.log_format)
     notifier = Notifier()
 
     def describe(svc: Any) -> str:
@@ -84,6 +78,7 @@ def serve(config: str | None = ConfigOpt) -> None:
             host=settings.server.host,
             port=settings.server.port,
             log_level=settings.log_level,
+            log_config=None,  # uvicorn's records go through memoryd's handler
             access_log=False,
             timeout_graceful_shutdown=30,
         )
@@ -95,6 +90,9 @@ def serve(config: str | None = ConfigOpt) -> None:
             await asyncio.sleep(0.1)
         if server.started:
             svc = server.config.loaded_app.app.state.services
+            asyncio.get_running_loop().add_signal_handler(
+                signal.SIGHUP, lambda: reload_config(config, settings, svc)
+            )
             notifier.ready(describe(svc))
             keep = asyncio.create_task(notifier.keep_alive(lambda: describe(svc)))
             await serving
@@ -110,6 +108,35 @@ def serve(config: str | None = ConfigOpt) -> None:
         runner.run(run())
     if not server.started:
         raise typer.Exit(1)
+
+
+def open_endpoint(settings: Settings) -> str | None:
+    if settings.server.api_keys or is_loopback(settings.server.host):
+        return None
+    return (
+        f"server.host {settings.server.host} is not loopback and server.api_keys is empty: "
+        "refusing to serve an open endpoint"
+    )
+
+
+def reload_config(config: str | None, settings: Settings, svc: Any) -> None:
+    """SIGHUP: re-read the file and the environment; apply what can change live."""
+    try:
+        new = load_settings(config)
+        if problem := open_endpoint(new):
+            raise ConfigError(problem)
+    except ConfigError as exc:
+        log.error("config reload refused; the running config stays: %s", exc)
+        return
+    applied, restart = reload.apply(settings, new)
+    logs.configure(settings.log_level, settings.log_format)
+    svc.swapper.routing = settings.routing
+    log.info(
+        "config reloaded: applied %s; needs a restart, left as it was: %s",
+        ", ".join(applied) or "nothing",
+        ", ".join(restart) or "nothing",
+        extra={"reload": {"applied": applied, "needs_restart": restart}},
+    )
 
 
 # --- admin client ----------------------------------------------------------------
@@ -186,8 +213,17 @@ def facts(
     limit: int = typer.Option(50, help="how many, most recent first"),
 ) -> None:
     """List facts (default), or show / forget one."""
-    if ctx.invoked_subcommand:
-        return
+    if not ctx.invoked_subcommand:
+        fact_list(config, as_json, limit)
+
+
+@facts_app.command("list")
+def fact_list(
+    config: str | None = ConfigOpt,
+    as_json: bool = JsonOpt,
+    limit: int = typer.Option(50, help="how many, most recent first"),
+) -> None:
+    """Facts with their status, conversations and when last seen."""
     data = call(config, "GET", f"/admin/facts?limit={limit}")
     if as_json:
         return dump(data)
@@ -225,38 +261,31 @@ def forget(fact_id: str, config: str | None = ConfigOpt) -> None:
     fact_forget(fact_id, config)
 
 
-@app.command()
+consolidations_app = typer.Typer(help="Consolidation runs and their log.")
+app.add_typer(consolidations_app, name="consolidations")
+
+
+@consolidations_app.callback(invoke_without_command=True)
 def consolidations(
-    run_id: int | None = typer.Argument(None, help="show one run in full"),
-    config: str | None = ConfigOpt,
-    as_json: bool = JsonOpt,
+    ctx: typer.Context, config: str | None = ConfigOpt, as_json: bool = JsonOpt
 ) -> None:
-    """Consolidation runs: state, adapter, metrics, timings, reasons."""
-    if run_id is not None:
-        return dump(call(config, "GET", f"/admin/consolidations/{run_id}"))
+    """List runs (default), or show / follow one."""
+    if not ctx.invoked_subcommand:
+        consolidation_list(config, as_json)
+
+
+@consolidations_app.command("list")
+def consolidation_list(config: str | None = ConfigOpt, as_json: bool = JsonOpt) -> None:
+    """Runs: state, adapter, metrics, timings, reasons."""
     data = call(config, "GET", "/admin/consolidations")
     if as_json:
         return dump(data)
     table = Table(title="consolidations")
-    for col in (
-        "run",
-        "state",
-        "trigger",
-        "started",
-        "seconds",
-        "facts",
-        "adapter",
-        "metrics / reasons",
-    ):
+    for col in ("run", "state", "trigger", "started", "seconds", "facts", "adapter"):
         table.add_column(col)
+    table.add_column("metrics / reasons")
     for r in data["consolidations"]:
         took = f"{r['finished_at'] - r['started_at']:.0f}" if r.get("finished_at") else "-"
-        m = r["metrics"]
-        detail = " ".join(
-            f"{k}={m[k]:.2f}" for k in ("efficacy", "generalization", "retention") if k in m
-        )
-        if r["reasons"] or r.get("error"):
-            detail += " " + "; ".join(r["reasons"][:2] + ([r["error"]] if r.get("error") else []))
         table.add_row(
             str(r["id"]),
             r["state"],
@@ -265,9 +294,79 @@ def consolidations(
             took,
             str(len(r["fact_ids"])),
             r["adapter"] or "-",
-            detail,
+            verdict(r),
         )
     console.print(table)
+
+
+def verdict(run: dict[str, Any]) -> str:
+    m = run["metrics"]
+    shown = " ".join(
+        f"{k}={m[k]:.2f}" for k in ("efficacy", "generalization", "retention") if k in m
+    )
+    problems = run["reasons"][:2] + ([run["error"]] if run.get("error") else [])
+    return " ".join([shown, "; ".join(problems)]).strip()
+
+
+@consolidations_app.command("show")
+def consolidation_show(
+    run_id: int, config: str | None = ConfigOpt, as_json: bool = JsonOpt
+) -> None:
+    """One run in full: facts, steps with timings, gates, decision."""
+    run = call(config, "GET", f"/admin/consolidations/{run_id}")
+    if as_json:
+        return dump(run)
+    console.print(f"[bold]consolidation {run['id']}[/bold] ({run['trigger']}): {run['state']}")
+    steps = Table(title="steps")
+    for col in ("step", "started", "seconds", "detail"):
+        steps.add_column(col)
+    for step in run["steps"]:
+        seconds = "-" if step["seconds"] is None else f"{step['seconds']:.1f}"
+        detail = " ".join(f"{k}={v}" for k, v in step["detail"].items())
+        steps.add_row(step["name"], when(step["started_at"]), seconds, detail)
+    console.print(steps)
+    gates = Table(title="gates")
+    for col in ("gate", "value", "threshold", "passed"):
+        gates.add_column(col)
+    for g in run["gates"]:
+        gates.add_row(g["name"], f"{g['value']:.3f}", f"{g['threshold']:.3f}", str(g["passed"]))
+    console.print(gates)
+    console.print(f"facts: {', '.join(run['fact_ids']) or '-'}")
+    console.print(f"metrics: {json.dumps(run['metrics'])}")
+    console.print(f"decision: {run['state']} {verdict(run)}")
+
+
+@consolidations_app.command("follow")
+def consolidation_follow(
+    run_id: int | None = typer.Argument(None, help="default: the newest run"),
+    config: str | None = ConfigOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Print a run's log as it happens; exit 0 if it is promoted, 1 if rejected or failed."""
+    if run_id is None:
+        runs = call(config, "GET", "/admin/consolidations?limit=1")["consolidations"]
+        if not runs:
+            err.print("[red]memoryd:[/red] no consolidation yet")
+            raise typer.Exit(1)
+        run_id = int(runs[0]["id"])
+    after = "0"
+    while True:
+        run = call(config, "GET", f"/admin/consolidations/{run_id}")
+        page = call(config, "GET", f"/admin/events?after={after}&run={run_id}")
+        after = page["last_id"]
+        for event in page["events"]:
+            if as_json:
+                sys.stdout.write(json.dumps(event) + "\n")
+            else:
+                detail = " ".join(f"{k}={v}" for k, v in event["detail"].items())
+                console.print(f"{when(event['at'])}  run {run_id}  {event['step']:<10} {detail}")
+        sys.stdout.flush()
+        if run["state"] != "running":
+            break
+        time.sleep(1)
+    if not as_json:
+        console.print(f"consolidation {run_id}: {run['state']} {verdict(run)}")
+    raise typer.Exit(0 if run["state"] == "promoted" else 1)
 
 
 @app.command()
@@ -299,9 +398,14 @@ app.add_typer(adapters_app, name="adapters")
 
 @adapters_app.callback(invoke_without_command=True)
 def adapters(ctx: typer.Context, config: str | None = ConfigOpt, as_json: bool = JsonOpt) -> None:
-    """List adapter versions (default)."""
-    if ctx.invoked_subcommand:
-        return
+    """List adapter versions (default), or roll back to one."""
+    if not ctx.invoked_subcommand:
+        adapter_list(config, as_json)
+
+
+@adapters_app.command("list")
+def adapter_list(config: str | None = ConfigOpt, as_json: bool = JsonOpt) -> None:
+    """Versions on disk: state, active, loaded, checksum problems."""
     data = call(config, "GET", "/admin/adapters")
     if as_json:
         return dump(data)

@@ -131,6 +131,9 @@ class Settings(BaseSettings):
         "learned, the base model the rest; always = the adapter serves everything",
     )
     log_level: str = "info"
+    log_format: Literal["text", "json"] = Field(
+        "text", description="json = one object per line (journald, log pipelines)"
+    )
     server: ServerConfig = ServerConfig()
     redis: RedisConfig = RedisConfig()
     engine: EngineConfig = EngineConfig()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import time
@@ -84,10 +85,24 @@ def notify_socket(tmp_path_factory: pytest.TempPathFactory) -> Iterator[socket.s
 
 
 @pytest.fixture(scope="module")
-def daemon(make_daemon: Callable[..., Daemon], notify_socket: socket.socket) -> Daemon:
-    """A daemon that will not consolidate on its own during the module, run as if under systemd."""
+def daemon(
+    make_daemon: Callable[..., Daemon],
+    notify_socket: socket.socket,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Daemon:
+    """A daemon that will not consolidate on its own during the module, run as if under systemd.
+
+    Its config file is a copy the module may edit (SIGHUP reload).
+    """
+    config = tmp_path_factory.mktemp("api-config") / "memoryd.yaml"
+    shutil.copy(ROOT / "configs" / "default.yaml", config)
     return make_daemon(
         "api",
-        extra_env={"NOTIFY_SOCKET": notify_socket.getsockname(), "WATCHDOG_USEC": "4000000"},
+        extra_env={
+            "NOTIFY_SOCKET": notify_socket.getsockname(),
+            "WATCHDOG_USEC": "4000000",
+            "MEMORYD_CONFIG": str(config),
+        },
         consolidation__idle_after_s="100000",
+        log_format="json",
     )

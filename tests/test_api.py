@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -279,3 +282,57 @@ def test_client_disconnect_cancels_upstream(daemon: Daemon) -> None:
             break
         assert time.monotonic() < deadline, running
         time.sleep(0.3)
+
+
+def test_logs_are_json_lines(daemon: Daemon) -> None:
+    """log_format json: every line the daemon writes is one object (journald, pipelines)."""
+    lines = daemon.log_path.read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert records and all({"time", "level", "logger", "message"} <= set(r) for r in records)
+    assert any(r["logger"].startswith("uvicorn") for r in records)
+    assert any(r["logger"] == "memoryd.engine" for r in records)
+
+
+def test_sighup_reloads_the_config(daemon: Daemon) -> None:
+    """Live keys change at once; an invalid file is refused and the running config stays."""
+    assert daemon.proc is not None
+    path = Path(daemon.env["MEMORYD_CONFIG"])
+    original = path.read_text()
+    chat = {"model": "memoryd", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
+
+    def status_without_key() -> int:
+        return httpx.post(daemon.url + "/v1/chat/completions", json=chat, timeout=60).status_code
+
+    def reload(text: str, until: Callable[[], bool]) -> None:
+        path.write_text(text)
+        assert daemon.proc is not None
+        daemon.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while not until():
+            assert time.monotonic() < deadline, daemon.tail()
+            time.sleep(0.2)
+
+    def logged(message: str) -> list[dict[str, Any]]:
+        records = [json.loads(line) for line in daemon.log_path.read_text().splitlines()]
+        return [r for r in records if r["message"].startswith(message)]
+
+    keyed = original.replace("  api_keys: []", '  api_keys: ["sk-reloaded"]')
+    assert keyed != original
+    try:
+        reload(keyed, lambda: status_without_key() == 401)
+        with_key = httpx.post(
+            daemon.url + "/v1/chat/completions",
+            json=chat,
+            headers={"Authorization": "Bearer sk-reloaded"},
+            timeout=60,
+        )
+        assert with_key.status_code == 200
+        assert "server.api_keys" in logged("config reloaded")[-1]["reload"]["applied"]
+
+        broken = keyed.replace("  max_body_bytes: 8388608", "  max_body_bytes: lots")
+        assert broken != keyed
+        reload(broken, lambda: bool(logged("config reload refused")))
+        assert "server.max_body_bytes" in logged("config reload refused")[-1]["message"]
+        assert status_without_key() == 401  # the running config stayed
+    finally:
+        reload(original, lambda: status_without_key() == 200)

@@ -117,6 +117,18 @@ def test_recurring_facts_become_memory(learner: Daemon) -> None:
     assert (
         cli.returncode == 0 and json.loads(cli.stdout)["consolidations"][0]["state"] == "promoted"
     )
+    # The run's log, from the Redis stream: every step, the loss per epoch, the decision.
+    followed = learner.cli("consolidations", "follow", "--json")
+    assert followed.returncode == 0, followed.stderr
+    events = [json.loads(line) for line in followed.stdout.splitlines()]
+    steps = [(e["step"], e["detail"].get("state")) for e in events]
+    for step in ("select", "data", "train", "evaluate"):
+        assert (step, "started") in steps and (step, "done") in steps, steps
+    epochs = [e["detail"] for e in events if e["step"] == "epoch"]
+    assert len(epochs) == 3 and all(e["loss"] > 0 for e in epochs)
+    assert steps[-1] == ("promoted", None)
+    shown = learner.cli("consolidations", "show", "1")
+    assert shown.returncode == 0 and "decision: promoted" in shown.stdout, shown.stdout
 
 
 def test_active_adapter_survives_restart(learner: Daemon) -> None:
@@ -217,13 +229,14 @@ def test_external_upstreams_get_every_adapter_and_share_requests(
         for _ in range(8):
             answer = ask(external, FACTS[3][1])
         assert knows(answer, FACTS[3][2]), answer
+
+        def shares() -> list[int]:
+            return [served_requests(u) - b for u, b in zip(urls, before, strict=True)]
+
         deadline = time.monotonic() + 30  # the engines count a request as it finishes
-        while (shares := [served_requests(u) - b for u, b in zip(urls, before, strict=True)]) != [
-            4,
-            4,
-        ] and time.monotonic() < deadline:
+        while shares() != [4, 4] and time.monotonic() < deadline:
             time.sleep(1)
-        assert shares == [4, 4], shares  # round robin
+        assert shares() == [4, 4], shares()  # round robin
     finally:
         external.stop()
         for e in engines:

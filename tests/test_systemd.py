@@ -13,17 +13,36 @@ from tests.harness import ROOT
 UNITS = sorted((ROOT / "systemd").glob("*.service"))
 
 
-@pytest.mark.parametrize("unit", UNITS, ids=[u.name for u in UNITS])
-def test_unit_verifies(unit: Path, tmp_path: Path) -> None:
+def stand_in(text: str) -> str:
+    """verify checks that ExecStart exists: point it at a stand-in executable."""
+    for program in ("memoryd", "python"):
+        text = text.replace(f"/opt/memoryd/.venv/bin/{program}", "/bin/true")
+    return text
+
+
+def verify(text: str, name: str, tmp_path: Path) -> None:
     analyze = shutil.which("systemd-analyze")
     assert analyze, "systemd-analyze is missing: make installs it"
-    # verify checks that ExecStart exists: point it at a stand-in executable.
-    text = unit.read_text().replace("/opt/memoryd/.venv/bin/memoryd", "/bin/true")
-    copy = tmp_path / unit.name
-    copy.write_text(text)
+    copy = tmp_path / name
+    copy.write_text(stand_in(text))
     out = subprocess.run([analyze, "verify", str(copy)], capture_output=True, text=True, timeout=60)
-    problems = [line for line in out.stderr.splitlines() if unit.name in line or "memoryd" in line]
+    problems = [line for line in out.stderr.splitlines() if name in line or "memoryd" in line]
     assert out.returncode == 0 and not problems, out.stderr
+
+
+@pytest.mark.parametrize("unit", UNITS, ids=[u.name for u in UNITS])
+def test_unit_verifies(unit: Path, tmp_path: Path) -> None:
+    verify(unit.read_text(), unit.name, tmp_path)
+
+
+def test_external_engine_and_redis_drop_in_verifies(tmp_path: Path) -> None:
+    """memoryd.service with the drop-in for an external vLLM and Redis applied."""
+    unit = (ROOT / "systemd" / "memoryd.service").read_text()
+    drop_in = (ROOT / "systemd" / "memoryd.service.d" / "external.conf.example").read_text()
+    assert "MEMORYD_ENGINE__UPSTREAMS" in drop_in and "MEMORYD_REDIS__URL" in drop_in
+    engine = (ROOT / "systemd" / "memoryd-vllm.service").read_text()
+    (tmp_path / "memoryd-vllm.service").write_text(stand_in(engine))  # what it Requires=
+    verify(unit + "\n" + drop_in, "memoryd.service", tmp_path)
 
 
 def test_main_unit_is_notify_and_hardened() -> None:

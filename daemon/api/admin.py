@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import Counter
+from typing import Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
@@ -149,6 +151,41 @@ async def consolidations(
     request: Request, limit: int = Query(50, ge=1, le=1000)
 ) -> ConsolidationList:
     return ConsolidationList(consolidations=await services(request).store.runs(limit))
+
+
+class Event(BaseModel):
+    id: str
+    run: int
+    step: str
+    at: float
+    detail: dict[str, Any]
+
+
+class EventList(BaseModel):
+    events: list[Event]
+    last_id: str
+
+
+@router.get("/events", response_model=EventList)
+async def events(
+    request: Request,
+    after: str = Query("0", description="stream id of the last event already seen"),
+    run: int | None = Query(None, description="only this run's events"),
+) -> EventList:
+    """The consolidation log (a Redis stream), oldest first, for `consolidations follow`."""
+    raw = await services(request).store.events(after, count=1000)
+    out = [
+        Event(
+            id=event_id,
+            run=int(f["run"]),
+            step=f["step"],
+            at=float(f["at"]),
+            detail=json.loads(f["detail"]),
+        )
+        for event_id, f in raw
+    ]
+    last = raw[-1][0] if raw else after
+    return EventList(events=[e for e in out if run is None or e.run == run], last_id=last)
 
 
 @router.get("/consolidations/{run_id}", response_model=Consolidation)

@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Iterable
 
 from redis.asyncio import Redis
 
 from daemon.memory.records import Consolidation, Fact, FactStatus, now
+
+log = logging.getLogger("memoryd.events")
 
 EVENTS_MAXLEN = 10_000
 
@@ -170,6 +173,13 @@ class Store:
             "detail": json.dumps(detail, default=str),
         }
         await self.redis.xadd(self._k("events"), fields, maxlen=EVENTS_MAXLEN, approximate=True)
+        log.info(
+            "consolidation %s: %s %s",
+            run_id,
+            step,
+            fields["detail"],
+            extra={"event": {"run": run_id, "step": step, **detail}},
+        )
 
     async def events(
         self, last_id: str = "0", count: int = 100
