@@ -6,7 +6,8 @@ fixed output length (ignore_eos), temperature 0, streaming. Prints throughput,
 p50/p99 latency and time to first token for both, and their ratios.
 
 First the proxy's fixed cost per request: one-token answers, one at a time,
-direct and through memoryd.
+direct, through memoryd, and through a bare TCP pass-through (bench/passthrough.py,
+which copies bytes and parses nothing: the floor of any extra hop).
 
 Then swaps under load: two small real consolidations leave mem-v1 and mem-v2
 on disk, and while 32 clients stream through the ``memoryd`` alias the
@@ -24,6 +25,7 @@ import argparse
 import asyncio
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -34,7 +36,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.harness import ROOT, Daemon, daemon_env, deliver_recurring, wait_for_run
+from tests.harness import ROOT, Daemon, daemon_env, deliver_recurring, free_port, wait_for_run
 
 PROMPT = "Write a short paragraph about the history of bridges."
 SWAP_FACT = "The harbour master of Quillport is Edda Marrowind."
@@ -223,16 +225,25 @@ def main() -> None:
             "direct": engine + "/v1/chat/completions",
             "memoryd": daemon.url + "/v1/chat/completions",
         }
-        hops: dict[str, list[float]] = {name: [] for name in targets}
+        passthrough_port = free_port()
+        passthrough = subprocess.Popen(
+            [sys.executable, str(ROOT / "bench" / "passthrough.py"), str(passthrough_port),
+             engine.rsplit(":", 1)[1]]
+        )  # fmt: skip
+        hop_targets = {
+            **targets,
+            "bare hop": f"http://127.0.0.1:{passthrough_port}/v1/chat/completions",
+        }
+        time.sleep(2)
+        hops: dict[str, list[float]] = {name: [] for name in hop_targets}
         for _ in range(args.rounds):
-            for name, url in targets.items():
+            for name, url in hop_targets.items():
                 hops[name] += hop(url, args.hop_requests)
-        direct, through = (statistics.median(hops[name]) for name in targets)
-        print(
-            f"per-request hop (1 token, not streamed, {len(hops['direct'])} requests each): "
-            f"direct p50 {direct:.2f} ms, memoryd p50 {through:.2f} ms, "
-            f"added {through - direct:+.2f} ms"
-        )
+        passthrough.terminate()
+        p50 = {name: statistics.median(values) for name, values in hops.items()}
+        print(f"per-request cost (1 token, not streamed, {len(hops['direct'])} requests each):")
+        for name in hop_targets:
+            print(f"  {name:>8} p50 {p50[name]:.2f} ms, added {p50[name] - p50['direct']:+.2f} ms")
         print(f"{'conc':>4} {'path':>8} {'tok/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'ttft50':>8}")
         for c in args.concurrency:
             n = max(c, args.requests // 2) if c == 1 else args.requests
