@@ -20,6 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from daemon.config import EngineConfig
 from daemon.engine.process import vllm_command
@@ -108,6 +109,18 @@ def test_recurring_facts_become_memory(learner: Daemon) -> None:
         for (_, k), b, a in zip(GENERAL, before_general, alone, strict=True)
     )
     assert kept_alone >= 14, list(zip([q for q, _ in GENERAL], alone, strict=True))
+
+    # Prometheus: the run's outcome and duration, the active version, facts by status.
+    metrics = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(learner.admin("GET", "/metrics").text)
+        for sample in family.samples
+    }
+    assert metrics[("memoryd_consolidations_total", (("outcome", "promoted"),))] == 1
+    assert metrics[("memoryd_consolidation_seconds_count", ())] == 1
+    assert metrics[("memoryd_active_adapter_version", ())] == 1
+    assert metrics[("memoryd_facts", (("status", "consolidated"),))] >= len(FACTS)
+    assert metrics[("memoryd_request_seconds_count", (("model", "memoryd"),))] > 0
 
     cards = {m.id: m.model_dump() for m in client.models.list().data}
     assert {"memoryd", "base", "mem-v1"} <= set(cards)
