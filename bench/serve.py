@@ -54,15 +54,20 @@ SMALL_RUN = {
 }
 
 
-async def one(client: httpx.AsyncClient, url: str, tokens: int) -> tuple[float, float, int]:
-    body = {
-        "model": "base",
+def streaming_body(model: str, tokens: int) -> dict[str, object]:
+    """The fixed load: one prompt, exactly ``tokens`` tokens out, greedy, streamed."""
+    return {
+        "model": model,
         "messages": [{"role": "user", "content": PROMPT}],
         "max_tokens": tokens,
         "ignore_eos": True,
         "temperature": 0,
         "stream": True,
     }
+
+
+async def one(client: httpx.AsyncClient, url: str, tokens: int) -> tuple[float, float, int]:
+    body = streaming_body("base", tokens)
     start = time.perf_counter()
     first = 0.0
     chunks = 0
@@ -127,14 +132,7 @@ async def stream_until(
 ) -> int:
     """Stream requests back to back until ``stop``; returns how many failed."""
     failed = 0
-    body = {
-        "model": "memoryd",
-        "messages": [{"role": "user", "content": PROMPT}],
-        "max_tokens": tokens,
-        "ignore_eos": True,
-        "temperature": 0,
-        "stream": True,
-    }
+    body = streaming_body("memoryd", tokens)
     while not stop.is_set():
         model, done = "", False
         try:
