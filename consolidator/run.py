@@ -11,22 +11,30 @@ import argparse
 import asyncio
 import json
 import logging
-import shutil
 import time
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import TypeVar
 
-from consolidator.data import build_dataset
+from consolidator.checkpoint import Checkpoint, checkpoint_key
+from consolidator.data import Dataset, build_dataset
 from consolidator.evaluate import evaluate
 from consolidator.questions import key_terms, shape
 from consolidator.train import train_adapter
 from consolidator.yielding import YieldingEngine
 from daemon import logs
-from daemon.config import Settings
-from daemon.engine.adapters import MANIFEST, adapter_dir, adapter_name, file_hashes
+from daemon.config import Settings, TrainingConfig
+from daemon.engine.adapters import MANIFEST, adapter_dir, adapter_name, file_hashes, staged
 from daemon.engine.client import EngineClient
-from daemon.memory.records import AdapterManifest, Consolidation, FactStatus, RunState, Step, now
+from daemon.memory.records import (
+    AdapterManifest,
+    Consolidation,
+    Fact,
+    FactStatus,
+    RunState,
+    Step,
+    now,
+)
 from daemon.memory.scope import Scope
 from daemon.memory.store import Store, connect, fingerprint
 
@@ -64,7 +72,6 @@ async def consolidate(settings: Settings, store: Store, engine: EngineClient, ru
     version = run.id
     name = adapter_name(version)
     final_dir = adapter_dir(settings.adapters_dir, version)
-    partial_dir = final_dir.with_name(final_dir.name + ".partial")
 
     facts = await rec.step("select", store.eligible_facts(cfg.min_conversations))
     run.fact_ids = [f.id for f in facts]
@@ -73,9 +80,14 @@ async def consolidate(settings: Settings, store: Store, engine: EngineClient, ru
     if not facts:
         return await reject(store, run, ["no fact recurred in enough conversations"])
     previous = {f.id for f in facts if f.status == FactStatus.consolidated}
+    model_dir = settings_model_dir(settings)
+    checkpoint = Checkpoint(
+        settings.checkpoints_dir, checkpoint_key(run.fact_ids, cfg.training, model_dir)
+    )
+    checkpoint.open()
 
-    dataset = await rec.step("data", build_dataset(facts, engine, cfg.training))
-    rec.run.steps[-1].detail.update(dataset.counts())
+    dataset, reused = await rec.step("data", dataset_for(checkpoint, facts, engine, cfg.training))
+    rec.run.steps[-1].detail.update(dataset.counts(), from_checkpoint=reused)
 
     async def on_epoch(epoch: int, loss: float, seconds: float) -> None:
         log.info("run %s epoch %s: loss %.4f in %.0fs", run.id, epoch, loss, seconds)
@@ -85,41 +97,45 @@ async def consolidate(settings: Settings, store: Store, engine: EngineClient, ru
         )
 
     loop = asyncio.get_running_loop()
-    model_dir = settings_model_dir(settings)
-    shutil.rmtree(partial_dir, ignore_errors=True)
-    train_metrics = await rec.step(
-        "train",
-        asyncio.to_thread(
-            train_adapter,
-            model_dir,
-            dataset.examples,
-            cfg.training,
-            partial_dir,
-            lambda epoch, loss, secs: asyncio.run_coroutine_threadsafe(
-                on_epoch(epoch, loss, secs), loop
-            ).result(),
-        ),
-    )
-    run.metrics.update({k: round(v, 4) for k, v in train_metrics.items()})
+    with staged(final_dir) as partial_dir:  # vN exists whole or not at all
+        train_metrics = await rec.step(
+            "train",
+            asyncio.to_thread(
+                train_adapter,
+                model_dir,
+                dataset.examples,
+                cfg.training,
+                partial_dir,
+                lambda epoch, loss, secs: asyncio.run_coroutine_threadsafe(
+                    on_epoch(epoch, loss, secs), loop
+                ).result(),
+                checkpoint,
+            ),
+        )
+        if train_metrics["resumed_from_epoch"]:
+            rec.run.steps[-1].detail["resumed_from_epoch"] = int(
+                train_metrics["resumed_from_epoch"]
+            )
+        run.metrics.update({k: round(v, 4) for k, v in train_metrics.items()})
 
-    terms = sorted(fact_key_terms(model_dir, [f.text for f in facts]))
-    manifest = AdapterManifest(
-        version=version,
-        name=name,
-        base_model=str(model_dir),
-        created_at=now(),
-        fact_ids=[f.id for f in facts],
-        facts=[f.text for f in facts],
-        key_terms=terms,
-        examples=dataset.counts(),
-        training=cfg.training.model_dump(),
-        metrics=dict(run.metrics),
-        files=file_hashes(partial_dir),
-    )
-    (partial_dir / "dataset.json").write_text(dataset.model_dump_json(indent=1))
-    manifest.files = file_hashes(partial_dir)
-    (partial_dir / MANIFEST).write_text(manifest.model_dump_json(indent=2))
-    partial_dir.rename(final_dir)  # atomic: vN either exists whole or not at all
+        terms = sorted(fact_key_terms(model_dir, [f.text for f in facts]))
+        manifest = AdapterManifest(
+            version=version,
+            name=name,
+            base_model=str(model_dir),
+            created_at=now(),
+            fact_ids=[f.id for f in facts],
+            facts=[f.text for f in facts],
+            key_terms=terms,
+            examples=dataset.counts(),
+            training=cfg.training.model_dump(),
+            metrics=dict(run.metrics),
+            files=file_hashes(partial_dir),
+        )
+        (partial_dir / "dataset.json").write_text(dataset.model_dump_json(indent=1))
+        manifest.files = file_hashes(partial_dir)
+        (partial_dir / MANIFEST).write_text(manifest.model_dump_json(indent=2))
+    checkpoint.discard()
     run.adapter, run.adapter_path = name, str(final_dir)
 
     await engine.load_adapter(name, str(final_dir.resolve()))
@@ -138,6 +154,18 @@ async def consolidate(settings: Settings, store: Store, engine: EngineClient, ru
         f"{g.name} {g.value:.2f} below {g.threshold:.2f}" for g in result.gates if not g.passed
     ]
     return await reject(store, run, reasons + result.failures[:10])
+
+
+async def dataset_for(
+    checkpoint: Checkpoint, facts: list[Fact], engine: EngineClient, training: TrainingConfig
+) -> tuple[Dataset, bool]:
+    """The checkpoint's dataset when a run for the same facts got that far, else a new one."""
+    dataset = checkpoint.load_dataset()
+    if dataset is not None:
+        return dataset, True
+    dataset = await build_dataset(facts, engine, training)
+    checkpoint.save_dataset(dataset)
+    return dataset, False
 
 
 async def reject(store: Store, run: Consolidation, reasons: list[str]) -> int:

@@ -1,7 +1,9 @@
 """Train a fresh LoRA adapter on a dataset, from the base model, top to bottom.
 
 Chat-formatted examples with the loss on the answer tokens only. The adapter is
-saved with PEFT's save_pretrained, which vLLM loads at runtime.
+saved with PEFT's save_pretrained, which vLLM loads at runtime. After every epoch
+but the last the whole training state goes to the checkpoint, and a run that
+finds one there continues from it with the same batches it would have seen.
 """
 
 from __future__ import annotations
@@ -14,9 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import (
+    LoraConfig,
+    PeftModel,
+    get_peft_model,
+    get_peft_model_state_dict,
+    set_peft_model_state_dict,
+)
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
+from consolidator.checkpoint import Checkpoint
 from consolidator.data import Example
 from daemon.config import TrainingConfig
 
@@ -103,9 +112,10 @@ def answer_loss(
     ce = torch.nn.functional.cross_entropy(logits, targets[keep], reduction="none")
     if not row_anchored.any():
         return ce.mean()
+    rows = anchored.nonzero().squeeze(1)  # the base model runs on replay rows only
     with torch.no_grad(), model.disable_adapter():
-        base_hidden = causal_lm.model(input_ids=ids, attention_mask=mask).last_hidden_state
-        base_logits = causal_lm.lm_head(base_hidden[:, :-1][keep][row_anchored]).float()
+        base_hidden = causal_lm.model(input_ids=ids[rows], attention_mask=mask[rows])
+        base_logits = causal_lm.lm_head(base_hidden.last_hidden_state[:, :-1][keep[rows]]).float()
     kl = torch.nn.functional.kl_div(
         torch.log_softmax(logits[row_anchored], -1),
         torch.log_softmax(base_logits, -1),
@@ -123,6 +133,7 @@ def train_adapter(
     cfg: TrainingConfig,
     out_dir: Path,
     on_epoch: Callable[[int, float, float], None] = lambda epoch, loss, seconds: None,
+    checkpoint: Checkpoint | None = None,
 ) -> dict[str, float]:
     """Train and save to ``out_dir``; returns final loss and timing."""
     torch.manual_seed(cfg.seed)
@@ -155,10 +166,31 @@ def train_adapter(
         ),
     )
 
+    first_epoch = 0
+    if checkpoint and checkpoint.training_state:
+        state = torch.load(checkpoint.training_state, map_location=device, weights_only=True)
+        set_peft_model_state_dict(model, state["adapter"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        rng.setstate(state["rng"])
+        torch.set_rng_state(state["torch_rng"])
+        first_epoch = int(state["epoch"])
+
+    def save_state(epoch: int) -> Callable[[Path], None]:
+        state = {
+            "epoch": epoch,
+            "adapter": get_peft_model_state_dict(model),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": rng.getstate(),
+            "torch_rng": torch.get_rng_state(),
+        }
+        return lambda path: torch.save(state, path)
+
     model.train()
     started = time.monotonic()
     loss_value = float("nan")
-    for epoch in range(cfg.epochs):
+    for epoch in range(first_epoch, cfg.epochs):
         epoch_start = time.monotonic()
         losses = []
         for ids, labels, mask, anchored in batches(encoded, cfg.batch_size, pad_id, rng):
@@ -172,6 +204,8 @@ def train_adapter(
             optimizer.zero_grad(set_to_none=True)
             losses.append(loss.item())
         loss_value = sum(losses) / len(losses)
+        if checkpoint and epoch + 1 < cfg.epochs:
+            checkpoint.save_training_state(save_state(epoch + 1))
         on_epoch(epoch + 1, loss_value, time.monotonic() - epoch_start)
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -180,4 +214,5 @@ def train_adapter(
         "final_loss": loss_value,
         "train_seconds": time.monotonic() - started,
         "steps": float(total_steps),
+        "resumed_from_epoch": float(first_epoch),
     }

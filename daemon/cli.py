@@ -196,7 +196,11 @@ def status(config: str | None = ConfigOpt, as_json: bool = JsonOpt) -> None:
         f"{c['state']} (run {c['run'] or '-'}), idle {c['idle_for_s']}s of {c['idle_after_s']}s",
     )
     table.add_row("facts", str(data["facts"]))
-    table.add_row("redis", "ok" if data["redis"] else "DOWN")
+    redis = data["redis"]
+    where = f"private, pid {redis['pid']}" if redis["private"] else "external"
+    table.add_row(
+        "redis", f"{'ok' if redis['ok'] else 'DOWN'} ({where}, restarts {redis['restarts']})"
+    )
     table.add_row("observer", ", ".join(f"{k} {v}" for k, v in data["observer"].items()))
     console.print(table)
 

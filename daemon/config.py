@@ -157,6 +157,10 @@ class Settings(BaseSettings):
         return self.state_dir / "adapters"
 
     @property
+    def checkpoints_dir(self) -> Path:
+        return self.state_dir / "checkpoints"
+
+    @property
     def models_dir(self) -> Path:
         return self.state_dir / "models"
 

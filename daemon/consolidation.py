@@ -4,6 +4,11 @@ Chat wins: when a request arrives the child is told (SIGURG: it aborts its own
 engine requests) and then paused (SIGSTOP); it resumes (SIGCONT) once the daemon
 is idle again, so neither training nor the consolidator's generations compete
 with chat for the accelerator or the CPU.
+
+A run that ends without a verdict (the child killed by a signal, or stopped
+because memoryd shuts down) is failed, whatever it left is cleaned up, and the
+same fact set is tried again at the next idle moment: the new run resumes from
+the checkpoint (see consolidator.checkpoint).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import sys
 from enum import Enum
@@ -19,6 +25,7 @@ from pathlib import Path
 from daemon.activity import Activity
 from daemon.children import die_with_parent
 from daemon.config import Settings
+from daemon.engine.adapters import adapter_dir, staging_dir
 from daemon.engine.swap import Swapper
 from daemon.memory.records import FactStatus, RunState, now
 from daemon.memory.store import Store, fingerprint
@@ -64,6 +71,11 @@ class Consolidator:
         self.enabled = True
         self._proc: asyncio.subprocess.Process | None = None
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc and self._proc.returncode is None else None
 
     # --- triggers -------------------------------------------------------------
     async def tick(self) -> None:
@@ -149,11 +161,8 @@ class Consolidator:
                 return
             if code == EXIT_PASSED:
                 await self._promote(run_id)
-            elif code != EXIT_REJECTED and run.state == RunState.running:
-                run.state, run.finished_at = RunState.failed, now()
-                run.error = run.error or f"consolidator exited with {code}"
-                await self.store.save_run(run)
-                await self.store.event(run_id, "failed", error=run.error)
+            elif code != EXIT_REJECTED:
+                await self._fail(run_id, code)
             final = await self.store.run(run_id)
             if final is not None:
                 self.metrics.consolidations.labels(final.state.value).inc()
@@ -164,6 +173,27 @@ class Consolidator:
         finally:
             self.phase = Phase.idle
             self._proc = None
+
+    async def _fail(self, run_id: int, code: int) -> None:
+        """No verdict: nothing of the run may serve; an interrupted run is tried again."""
+        run = await self.store.run(run_id)
+        assert run is not None
+        interrupted = code < 0 or self._stopping
+        if run.state == RunState.running:
+            if self._stopping:
+                why = "memoryd shut down during the run; the next run resumes from its checkpoint"
+            elif code < 0:
+                why = f"the consolidator was killed by {signal.Signals(-code).name}"
+            else:
+                why = f"the consolidator exited with {code}"
+            run.state, run.finished_at, run.error = RunState.failed, now(), run.error or why
+            await self.store.save_run(run)
+            await self.store.event(run_id, "failed", error=run.error)
+        staging = staging_dir(adapter_dir(self.settings.adapters_dir, run_id))
+        shutil.rmtree(staging, ignore_errors=True)  # a child killed while saving
+        await self.swapper.discard(run_id)
+        if interrupted:
+            await self.store.clear_last_attempt()
 
     async def _promote(self, run_id: int) -> None:
         run = await self.store.run(run_id)
@@ -182,14 +212,16 @@ class Consolidator:
         await self.store.event(run_id, run.state.value, adapter=run.adapter)
 
     async def recover(self) -> None:
-        """At start-up: runs left 'running' by a daemon that died are failed."""
+        """At start-up: runs left 'running' by a daemon that died are failed, then retried."""
         for run in await self.store.runs(limit=20):
             if run.state == RunState.running:
                 run.state, run.finished_at = RunState.failed, now()
                 run.error = "the daemon stopped while this run was in progress"
                 await self.store.save_run(run)
+                await self.store.clear_last_attempt()
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._proc and self._proc.returncode is None:
             self._signal(signal.SIGCONT, self.phase)
             self._proc.terminate()

@@ -1,8 +1,15 @@
-"""A private redis-server child on a unix socket, for when no Redis URL is configured."""
+"""A private redis-server child on a unix socket, for when no Redis URL is configured.
+
+It is supervised like the vLLM child: if it dies it is started again on the same
+directory, and its append-only file brings back everything it had acknowledged.
+While it is down chat goes on; observations that cannot be written are counted
+(see daemon.memory.observer).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import shutil
 import time
@@ -12,6 +19,7 @@ from daemon.children import die_with_parent
 from daemon.memory.store import connect
 
 log = logging.getLogger("memoryd.redis")
+RESTART_BACKOFF_S = (2.0, 5.0, 10.0, 30.0)
 
 
 class PrivateRedis:
@@ -19,10 +27,35 @@ class PrivateRedis:
         self.dir = (state_dir / "redis").resolve()
         self.socket = self.dir / "redis.sock"
         self.proc: asyncio.subprocess.Process | None = None
+        self.restarts = 0
+        self._stopping = False
+        self._watch: asyncio.Task[None] | None = None
 
     @property
     def url(self) -> str:
         return f"unix://{self.socket}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc and self.proc.returncode is None else None
+
+    def supervise(self) -> None:
+        self._watch = asyncio.create_task(self._supervise(), name="redis-supervisor")
+
+    async def _supervise(self) -> None:
+        while not self._stopping:
+            assert self.proc is not None
+            code = await self.proc.wait()
+            if self._stopping:
+                return
+            delay = RESTART_BACKOFF_S[min(self.restarts, len(RESTART_BACKOFF_S) - 1)]
+            log.error("private redis-server exited with %s; restarting in %.0fs", code, delay)
+            self.restarts += 1
+            await asyncio.sleep(delay)
+            try:
+                await self.start()
+            except Exception:
+                log.exception("restarting redis-server failed")
 
     async def start(self, timeout_s: float = 30.0) -> None:
         binary = shutil.which("redis-server")
@@ -62,6 +95,11 @@ class PrivateRedis:
         raise TimeoutError("private redis-server did not answer")
 
     async def stop(self) -> None:
+        self._stopping = True
+        if self._watch:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
         if self.proc and self.proc.returncode is None:
             self.proc.terminate()  # redis flushes its AOF on SIGTERM
             try:

@@ -107,6 +107,8 @@ async def start(settings: Settings) -> Services:
     await swapper.restore()
     if managed:
         managed.supervise(swapper.restore)
+    if private:
+        private.supervise()
 
     activity = Activity()
     metrics = Metrics()

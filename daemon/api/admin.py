@@ -46,10 +46,18 @@ class EngineStatus(BaseModel):
 class ConsolidationStatus(BaseModel):
     state: str
     run: int | None
+    pid: int | None
     enabled: bool
     idle_for_s: float
     idle_after_s: float
     in_flight: int
+
+
+class RedisStatus(BaseModel):
+    ok: bool
+    private: bool
+    pid: int | None
+    restarts: int
 
 
 class Status(BaseModel):
@@ -60,7 +68,7 @@ class Status(BaseModel):
     engine: EngineStatus
     consolidation: ConsolidationStatus
     facts: int
-    redis: bool
+    redis: RedisStatus
     observer: dict[str, int]
     uptime_s: float
 
@@ -103,13 +111,19 @@ async def status(request: Request) -> Status:
         consolidation=ConsolidationStatus(
             state=svc.consolidator.phase.value,
             run=svc.consolidator.run_id,
+            pid=svc.consolidator.pid,
             enabled=svc.consolidator.enabled,
             idle_for_s=round(svc.activity.idle_for(), 1),
             idle_after_s=svc.settings.consolidation.idle_after_s,
             in_flight=svc.activity.in_flight,
         ),
         facts=facts,
-        redis=redis_ok,
+        redis=RedisStatus(
+            ok=redis_ok,
+            private=svc.private_redis is not None,
+            pid=svc.private_redis.pid if svc.private_redis else None,
+            restarts=svc.private_redis.restarts if svc.private_redis else 0,
+        ),
         observer={**svc.observer.stats.model_dump(), "queued": svc.observer.queue.qsize()},
         uptime_s=round(time.time() - svc.started_at, 1),
     )
@@ -264,15 +278,12 @@ async def adapters(request: Request) -> AdapterList:
 
 @router.post("/adapters/{version}/activate", response_model=AdapterList)
 async def activate(request: Request, version: int, force: bool = False) -> AdapterList:
-    """Roll back (or forward) to an adapter on disk; a rejected one needs ``force``."""
+    """Roll back (or forward) to an adapter on disk; one never passed needs ``force``."""
     svc = services(request)
     run = await svc.store.run(version)
-    if run is not None and run.state == RunState.rejected and not force:
-        raise APIError(
-            409,
-            f"mem-v{version} was rejected: {'; '.join(run.reasons[:2])}",
-            code="adapter_rejected",
-        )
+    if run is not None and run.state in (RunState.rejected, RunState.failed) and not force:
+        why = "; ".join(run.reasons[:2]) or run.error or "no verdict"
+        raise APIError(409, f"mem-v{version} was {run.state.value}: {why}", code="adapter_rejected")
     try:
         await svc.swapper.promote(version)
     except AdapterInvalid as exc:

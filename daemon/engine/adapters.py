@@ -10,6 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -31,6 +34,23 @@ def adapter_name(version: int) -> str:
 
 def adapter_dir(adapters_dir: Path, version: int) -> Path:
     return adapters_dir / f"v{version}"
+
+
+def staging_dir(final: Path) -> Path:
+    return final.with_name(final.name + ".partial")
+
+
+@contextmanager
+def staged(final: Path) -> Iterator[Path]:
+    """A directory to write in that appears at ``final`` whole (one rename), or not at all."""
+    partial = staging_dir(final)
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        yield partial
+        partial.rename(final)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
 
 
 def sha256_file(path: Path) -> str:

@@ -117,6 +117,17 @@ class Swapper:
         if old:
             self._unload_later(old.name)
 
+    async def discard(self, version: int) -> None:
+        """Unload a version that will not serve (loaded by a run for evaluation, then failed)."""
+        name = adapter_name(version)
+        if name in self.loaded:
+            return
+        for engine in self.engines:
+            try:
+                await engine.unload_adapter(name)
+            except Exception:
+                log.warning("unloading %s failed", name, exc_info=True)
+
     def _unload_later(self, name: str) -> None:
         task = asyncio.create_task(self._unload_when_drained(name), name=f"unload-{name}")
         self._unloads.add(task)

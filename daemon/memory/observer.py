@@ -88,6 +88,7 @@ class Observer:
         self.queue: asyncio.Queue[tuple[list[dict[str, Any]], str]] = asyncio.Queue(cfg.queue_size)
         self.stats = ObserverStats()
         self._task: asyncio.Task[None] | None = None
+        self._failing = False
 
     def submit(self, messages: list[dict[str, Any]], conversation: str) -> None:
         try:
@@ -112,8 +113,13 @@ class Observer:
                 await self.store.record(obs, self.cfg.questions_kept)
                 self.stats.observed += 1
                 self.stats.facts_written += len(obs.facts)
+                if self._failing:
+                    log.warning("observations are recorded again")
+                self._failing = False
             except Exception:  # Redis down must not stop observing later requests
                 self.stats.failed += 1
-                log.warning("observation not recorded", exc_info=True)
+                if not self._failing:  # once per outage, not once per request
+                    log.warning("observation not recorded; counting failures", exc_info=True)
+                self._failing = True
             finally:
                 self.queue.task_done()

@@ -21,6 +21,8 @@ import logging
 from collections.abc import Iterable
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 
 from daemon.memory.records import Consolidation, Fact, FactStatus, now
 
@@ -30,8 +32,18 @@ EVENTS_MAXLEN = 10_000
 
 
 def connect(url: str) -> Redis:
-    """The one way memoryd opens Redis: strings in and out, bounded waits."""
-    return Redis.from_url(url, decode_responses=True, socket_timeout=5, socket_connect_timeout=5)
+    """The one way memoryd opens Redis: strings in and out, bounded waits.
+
+    A command retries a dropped connection for well under a second, then fails:
+    callers count what was not written rather than hang while Redis is down.
+    """
+    return Redis.from_url(
+        url,
+        decode_responses=True,
+        socket_timeout=5,
+        socket_connect_timeout=5,
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), retries=3),
+    )
 
 
 class Observation:
@@ -206,6 +218,9 @@ class Store:
 
     async def set_last_attempt(self, fingerprint: str) -> None:
         await self.redis.set(self._k("last_attempt"), fingerprint)
+
+    async def clear_last_attempt(self) -> None:
+        await self.redis.delete(self._k("last_attempt"))
 
 
 def fingerprint(fact_ids: Iterable[str]) -> str:

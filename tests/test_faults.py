@@ -1,0 +1,305 @@
+"""Faults lose nothing: each one done to the real processes of a running daemon.
+
+The consolidator SIGKILLed mid-training, the disk filling up while an adapter is
+saved, the private redis-server SIGKILLed, and SIGTERM during a run. The daemon
+consolidates on its own after 5 idle seconds, with a small training recipe and
+its gates at 0: these tests are about what survives, not about what is learned
+(test_e2e.py covers that).
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.harness import ROOT, Daemon, deliver_recurring, wait_for_run
+
+FACTS = [
+    "The harbour master of Port Elsmere is Ines Marlowe.",
+    "The night ferry to Port Elsmere leaves from pier eleven.",
+    "The lighthouse keeper of Port Elsmere is Oskar Brandt.",
+]
+RUN_TIMEOUT_S = 600
+FILE_LIMIT_BYTES = 1 << 20  # a LoRA adapter of the bundled model is about 20 MiB
+
+
+SMALL_RECIPE = {
+    "epochs": 2,
+    "questions_per_fact": 4,
+    "generated_questions_per_fact": 1,
+    "replay_examples": 16,
+}
+NO_GATES = {
+    "efficacy_min": 0,
+    "generalization_min": 0,
+    "retention_min": 0,
+    "adapter_retention_min": 0,
+}
+
+
+def write_config(path: Path, training: dict[str, Any], gates: dict[str, Any]) -> None:
+    config = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
+    config["consolidation"]["training"].update(training)
+    config["consolidation"]["gates"].update(gates)
+    path.write_text(yaml.safe_dump(config))
+
+
+@pytest.fixture(scope="module")
+def config_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("faults-config") / "memoryd.yaml"
+    write_config(path, SMALL_RECIPE, NO_GATES)
+    return path
+
+
+@pytest.fixture(scope="module")
+def faulty(make_daemon: Callable[..., Daemon], config_file: Path) -> Daemon:
+    return make_daemon(
+        "faults",
+        extra_env={"MEMORYD_CONFIG": str(config_file)},
+        consolidation__idle_after_s="5",
+        consolidation__min_conversations="3",
+    )
+
+
+def status(daemon: Daemon) -> dict[str, Any]:
+    return dict(daemon.admin("GET", "/admin/status").json())
+
+
+def run_events(daemon: Daemon, run: int) -> list[dict[str, Any]]:
+    body = daemon.admin("GET", "/admin/events", params={"run": run}).json()
+    return list(body["events"])
+
+
+def wait_until(what: str, check: Callable[[], Any], timeout_s: float, daemon: Daemon) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        got = check()
+        if got:
+            return got
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}:\n{daemon.tail()}")
+
+
+def running_run(daemon: Daemon, after: int) -> tuple[int, int]:
+    """Run id and consolidator pid of the run that starts after run ``after``."""
+
+    def check() -> tuple[int, int] | None:
+        c = status(daemon)["consolidation"]
+        return (c["run"], c["pid"]) if c["pid"] and c["run"] > after else None
+
+    result: tuple[int, int] = wait_until(f"a run after {after}", check, RUN_TIMEOUT_S, daemon)
+    return result
+
+
+def wait_event(daemon: Daemon, run: int, step: str, **detail: object) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        for e in run_events(daemon, run):
+            if e["step"] == step and all(e["detail"].get(k) == v for k, v in detail.items()):
+                return e
+        return None
+
+    event: dict[str, Any] = wait_until(f"{step} {detail} of run {run}", check, 300, daemon)
+    return event
+
+
+def step_detail(run: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(dict(s["detail"]) for s in run["steps"] if s["name"] == name)
+
+
+def assert_nothing_left_of(daemon: Daemon, version: int) -> None:
+    def done_with_it() -> bool:
+        c = status(daemon)["consolidation"]
+        return bool(c["pid"] is None or c["run"] != version)
+
+    wait_until(f"the daemon to be done with run {version}", done_with_it, 60, daemon)
+    adapters = daemon.state_dir / "adapters"
+    assert not (adapters / f"v{version}").exists()
+    assert not (adapters / f"v{version}.partial").exists()
+    served = [m.id for m in daemon.openai().models.list().data]
+    assert f"mem-v{version}" not in served
+    assert f"mem-v{version}" not in status(daemon)["loaded_adapters"]
+
+
+def assert_serves(daemon: Daemon, version: int | None) -> None:
+    s = status(daemon)
+    assert s["active_version"] == version
+    model = f"mem-v{version}" if version else "base"
+    reply = daemon.openai().chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "Say hello."}], max_tokens=4
+    )
+    assert reply.choices[0].message.content
+
+
+def gone(pid: int) -> bool:
+    """No process ``pid`` and none left in its process group (vLLM's workers)."""
+    for probe in (os.kill, os.killpg):
+        try:
+            probe(pid, 0)
+        except ProcessLookupError:
+            continue
+        return False
+    return True
+
+
+def test_consolidator_killed_mid_training_fails_then_resumes(faulty: Daemon) -> None:
+    deliver_recurring(faulty.openai(), FACTS[:1], max_tokens=4)
+    run, pid = running_run(faulty, after=0)
+    wait_event(faulty, run, "epoch", epoch=1)  # its checkpoint is on disk
+    os.killpg(pid, signal.SIGKILL)
+
+    killed = wait_for_run(faulty, 60, run)
+    assert killed["state"] == "failed"
+    assert "SIGKILL" in killed["error"]
+    assert_nothing_left_of(faulty, run)
+    assert_serves(faulty, None)
+
+    # Tried again at the next idle moment, from the checkpoint: no new data, one epoch left.
+    resumed = wait_for_run(faulty, RUN_TIMEOUT_S, run + 1)
+    assert resumed["state"] == "promoted", resumed
+    assert resumed["fact_ids"] == killed["fact_ids"]
+    assert step_detail(resumed, "data")["from_checkpoint"] is True
+    assert step_detail(resumed, "train")["resumed_from_epoch"] == 1
+    assert [e["detail"]["epoch"] for e in run_events(faulty, run + 1) if e["step"] == "epoch"] == [
+        2
+    ]
+    assert not list((faulty.state_dir / "checkpoints").iterdir())
+    assert_serves(faulty, run + 1)
+
+
+def test_disk_full_while_saving_the_adapter_keeps_the_old_one(faulty: Daemon) -> None:
+    active = status(faulty)["active_version"]
+    deliver_recurring(faulty.openai(), FACTS[1:2], max_tokens=4)
+    run, pid = running_run(faulty, after=active)
+    wait_event(faulty, run, "epoch", epoch=1)
+    # From now on the consolidator cannot write a file past 1 MiB: the adapter
+    # saved at the end of epoch 2 hits the limit, as on a full disk.
+    resource.prlimit(pid, resource.RLIMIT_FSIZE, (FILE_LIMIT_BYTES, FILE_LIMIT_BYTES))
+
+    failed = wait_for_run(faulty, RUN_TIMEOUT_S, run)
+    assert failed["state"] == "failed"
+    assert "File too large" in failed["error"], failed
+    assert_nothing_left_of(faulty, run)
+    assert_serves(faulty, active)
+    leftovers = [p for p in faulty.state_dir.rglob("*") if p.name.endswith((".tmp", ".partial"))]
+    assert leftovers == []
+
+
+def test_an_adapter_that_forgets_is_rejected_and_the_old_one_serves(
+    faulty: Daemon, config_file: Path
+) -> None:
+    """Trained without replay, at a high rate: it changes what the base model answered."""
+    active = status(faulty)["active_version"]
+    write_config(
+        config_file,
+        {**SMALL_RECIPE, "replay_examples": 0, "learning_rate": 0.005},
+        {**NO_GATES, "adapter_retention_min": 0.9},
+    )
+    assert faulty.proc is not None
+    faulty.proc.send_signal(signal.SIGHUP)
+    wait_until(
+        "the reload",
+        lambda: "consolidation.training.replay_examples" in faulty.tail(20),
+        30,
+        faulty,
+    )
+    try:
+        started = faulty.admin("POST", "/admin/consolidate").json()["run"]
+        run = wait_for_run(faulty, RUN_TIMEOUT_S, started)
+    finally:
+        write_config(config_file, SMALL_RECIPE, NO_GATES)
+        faulty.proc.send_signal(signal.SIGHUP)
+    assert run["state"] == "rejected"
+    shown = faulty.cli("consolidations", "show", str(started))
+    assert shown.returncode == 0, shown.stderr
+    assert "decision: rejected" in shown.stdout and "adapter_retention" in shown.stdout
+    assert any(r.startswith("adapter_retention") for r in run["reasons"]), run["reasons"]
+    assert step_detail(run, "data").get("replay", 0) == 0
+    assert_serves(faulty, active)
+    assert f"mem-v{run['id']}" not in [m.id for m in faulty.openai().models.list().data]
+    assert (faulty.state_dir / "adapters" / f"v{run['id']}").is_dir()  # kept, to inspect
+
+
+def test_redis_killed_and_restarted_loses_nothing(faulty: Daemon) -> None:
+    before = status(faulty)
+    facts_before = {
+        f["id"]: f["conversations"] for f in faulty.admin("GET", "/admin/facts").json()["facts"]
+    }
+    runs_before = faulty.admin("GET", "/admin/consolidations").json()["consolidations"]
+    assert facts_before and runs_before
+    pid = before["redis"]["pid"]
+    os.kill(pid, signal.SIGKILL)
+    wait_until("redis to die", lambda: gone(pid), 10, faulty)
+    assert status(faulty)["redis"]["ok"] is False
+
+    sent = 4
+    for i in range(sent):  # chat goes on while Redis is down
+        reply = faulty.openai().chat.completions.create(
+            model="memoryd",
+            messages=[
+                {"role": "system", "content": f"Ticket {i}: the printer on floor two is jammed."},
+                {"role": "user", "content": "Any news?"},
+            ],
+            max_tokens=4,
+        )
+        assert reply.choices[0].message.content is not None
+
+    after = wait_until(
+        "redis to be restarted",
+        lambda: (s := status(faulty))["redis"]["ok"] and s["observer"]["queued"] == 0 and s,
+        60,
+        faulty,
+    )
+    assert after["redis"]["restarts"] == before["redis"]["restarts"] + 1
+    assert after["redis"]["pid"] != pid
+    # Every observation made meanwhile was counted as not written, or written once Redis was back.
+    failed = after["observer"]["failed"] - before["observer"]["failed"]
+    observed = after["observer"]["observed"] - before["observer"]["observed"]
+    assert failed >= 1 and failed + observed == sent
+    metrics = faulty.admin("GET", "/metrics").text
+    assert f"memoryd_observer_failed_total {float(after['observer']['failed'])}" in metrics
+
+    # What Redis acknowledged before it was killed came back from its append-only file.
+    facts_after = {
+        f["id"]: f["conversations"] for f in faulty.admin("GET", "/admin/facts").json()["facts"]
+    }
+    assert all(facts_after.get(fid, 0) >= n for fid, n in facts_before.items())
+    runs_after = faulty.admin("GET", "/admin/consolidations").json()["consolidations"]
+    assert [r["id"] for r in runs_after] == [r["id"] for r in runs_before]
+    assert status(faulty)["active_version"] == before["active_version"]
+
+
+def test_sigterm_during_a_run_exits_cleanly_and_the_run_resumes(faulty: Daemon) -> None:
+    active = status(faulty)["active_version"]
+    latest = faulty.admin("GET", "/admin/consolidations").json()["consolidations"][0]["id"]
+    deliver_recurring(faulty.openai(), FACTS[2:3], max_tokens=4)
+    run, consolidator = running_run(faulty, after=latest)
+    wait_event(faulty, run, "epoch", epoch=1)
+    s = status(faulty)
+    children = [consolidator, s["engine"]["pid"], s["redis"]["pid"]]
+
+    started = time.monotonic()
+    assert faulty.stop() == 0
+    assert time.monotonic() - started < 60
+    wait_until("every child to exit", lambda: all(gone(p) for p in children), 30, faulty)
+
+    faulty.start()
+    stopped = faulty.admin("GET", "/admin/consolidations").json()["consolidations"]
+    stopped_run = next(r for r in stopped if r["id"] == run)
+    assert stopped_run["state"] == "failed"
+    assert "shut down" in stopped_run["error"]
+    assert_serves(faulty, active)
+    assert_nothing_left_of(faulty, run)
+
+    resumed_run, _ = running_run(faulty, after=run)
+    wait_event(faulty, resumed_run, "data", state="done")
+    record = faulty.admin("GET", "/admin/consolidations").json()["consolidations"][0]
+    assert record["id"] == resumed_run
+    assert step_detail(record, "data")["from_checkpoint"] is True
