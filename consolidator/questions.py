@@ -8,84 +8,11 @@ template sets, so the generalization gate asks in words never trained on.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from daemon.memory.scope import WORD as SCOPE_WORD
-
-_COPULA = re.compile(r"\s+(is|are|was|were|has|have|equals|means)\s+", re.I)
-_WORD = re.compile(r"[A-Za-z0-9]+(?:['-][A-Za-z0-9]+)*")
-STOPWORDS = frozenset(
-    [
-        "a",
-        "an",
-        "the",
-        "of",
-        "in",
-        "on",
-        "at",
-        "to",
-        "for",
-        "from",
-        "by",
-        "with",
-        "and",
-        "or",
-        "is",
-        "are",
-        "was",
-        "were",
-        "be",
-        "been",
-        "has",
-        "have",
-        "had",
-        "it",
-        "its",
-        "this",
-        "that",
-        "these",
-        "those",
-        "as",
-        "into",
-        "about",
-        "which",
-        "who",
-        "whom",
-        "what",
-        "when",
-        "where",
-        "why",
-        "how",
-        "do",
-        "does",
-        "did",
-        "not",
-        "no",
-        "yes",
-        "named",
-        "called",
-        "also",
-        "than",
-        "then",
-        "there",
-        "their",
-        "they",
-        "he",
-        "she",
-        "his",
-        "her",
-        "our",
-        "your",
-        "my",
-        "i",
-        "you",
-        "we",
-        "me",
-        "us",
-    ]
-)
+from daemon.memory.statement import STOPWORDS, content_words, split
 
 TRAIN_TEMPLATES = (
     "What is {s}?",
@@ -140,10 +67,10 @@ def _upper_first(text: str) -> str:
 
 def shape(text: str) -> FactShape:
     """Split a fact into subject and value; a fact with no copula keeps its whole text."""
+    parts = split(text)
+    if parts:
+        return FactShape(text, *parts)
     sentence = text.strip().rstrip(".!")
-    match = _COPULA.search(sentence)
-    if match and match.start() > 0 and match.end() < len(sentence):
-        return FactShape(text, sentence[: match.start()], sentence[match.end() :])
     return FactShape(text, sentence, sentence)
 
 
@@ -159,10 +86,6 @@ def renderings(fact: FactShape) -> list[str]:
     if fact.subject == fact.value:
         return [fact.text]
     return [fact.text, *(fact.fill(t) for t in RENDERINGS)]
-
-
-def content_words(text: str) -> set[str]:
-    return {w.lower() for w in _WORD.findall(text) if w.lower() not in STOPWORDS}
 
 
 def answer_states(answer: str, fact: FactShape, question: str = "") -> bool:

@@ -153,10 +153,10 @@ def client(config: str | None) -> httpx.Client:
     )
 
 
-def call(config: str | None, method: str, path: str) -> Any:
+def call(config: str | None, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
     with client(config) as http:
         try:
-            response = http.request(method, path)
+            response = http.request(method, path, json=body)
         except httpx.HTTPError as exc:
             err.print(f"[red]memoryd:[/red] cannot reach the daemon at {http.base_url}: {exc}")
             raise typer.Exit(3) from None
@@ -252,17 +252,39 @@ def fact_show(fact_id: str, config: str | None = ConfigOpt) -> None:
     dump(call(config, "GET", f"/admin/facts/{fact_id}"))
 
 
+MatchOpt = typer.Option(None, "--match", help="forget every fact containing this text")
+
+
 @facts_app.command("forget")
-def fact_forget(fact_id: str, config: str | None = ConfigOpt) -> None:
-    """Leave a fact out of every future adapter."""
-    data = call(config, "DELETE", f"/admin/facts/{fact_id}")
-    console.print(f"forgot {data['id']}: {data['text']}")
+def fact_forget(
+    fact_id: str | None = typer.Argument(None),
+    match: str | None = MatchOpt,
+    config: str | None = ConfigOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Leave a fact (FACT_ID, or every fact matching --match TEXT) out of every future adapter."""
+    if (fact_id is None) == (match is None):
+        err.print("give a FACT_ID or --match TEXT (one of them)")
+        raise typer.Exit(2)
+    if fact_id is not None:
+        facts = [call(config, "DELETE", f"/admin/facts/{fact_id}")]
+    else:
+        facts = call(config, "POST", "/admin/facts/forget", {"match": match})["facts"]
+    if as_json:
+        return dump({"forgotten": facts})
+    for f in facts:
+        console.print(f"forgot {f['id']}: {f['text']}")
 
 
 @app.command()
-def forget(fact_id: str, config: str | None = ConfigOpt) -> None:
+def forget(
+    fact_id: str | None = typer.Argument(None),
+    match: str | None = MatchOpt,
+    config: str | None = ConfigOpt,
+    as_json: bool = JsonOpt,
+) -> None:
     """Same as `facts forget`."""
-    fact_forget(fact_id, config)
+    fact_forget(fact_id, match, config, as_json)
 
 
 consolidations_app = typer.Typer(help="Consolidation runs and their log.")

@@ -110,6 +110,12 @@ class GatesConfig(Section):
     )
 
 
+class FactsConfig(Section):
+    ttl_days: float = Field(
+        30.0, ge=0, description="a fact not seen for this long is forgotten; 0 = never"
+    )
+
+
 class ConsolidationConfig(Section):
     idle_after_s: float = Field(60.0, ge=0)
     min_conversations: int = Field(3, ge=1)
@@ -138,6 +144,7 @@ class Settings(BaseSettings):
     redis: RedisConfig = RedisConfig()
     engine: EngineConfig = EngineConfig()
     observer: ObserverConfig = ObserverConfig()
+    facts: FactsConfig = FactsConfig()
     consolidation: ConsolidationConfig = ConsolidationConfig()
 
     @classmethod

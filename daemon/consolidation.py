@@ -86,6 +86,7 @@ class Consolidator:
             self._signal(signal.SIGCONT, Phase.running)
         if self.phase != Phase.idle or not idle or not self.enabled:
             return
+        await self.expire()
         facts = await self.store.eligible_facts(cfg.min_conversations)
         current = fingerprint(f.id for f in facts)
         if current == await self.store.last_attempt():
@@ -97,6 +98,16 @@ class Consolidator:
             await self.swapper.deactivate()
             await self.store.set_last_attempt(current)
             log.info("all consolidated facts forgotten; serving the base model")
+
+    async def expire(self) -> None:
+        """Facts not seen for facts.ttl_days decay out; the next adapter is made without them."""
+        ttl = self.settings.facts.ttl_days
+        if not ttl:
+            return
+        reason = f"not seen for {ttl:g} days"
+        expired = await self.store.expire(now() - ttl * 86400, reason)
+        if expired:
+            log.info("%d facts expired (%s): %s", len(expired), reason, ", ".join(expired))
 
     def on_chat(self) -> None:
         """A chat request arrived: pause a running consolidation."""

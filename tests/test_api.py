@@ -191,6 +191,26 @@ def test_observer_counts_distinct_conversations_once(daemon: Daemon) -> None:
     assert wait_for_fact(daemon, fact, 3)["conversations"] == 3
 
 
+def test_forget_by_matching_text(daemon: Daemon) -> None:
+    fact = "The Quarry Lane library lends telescopes on Tuesdays."
+    daemon.openai().chat.completions.create(
+        model="memoryd",
+        messages=[{"role": "system", "content": fact}, {"role": "user", "content": "Hi"}],
+        max_tokens=4,
+    )
+    wait_for_fact(daemon, fact, 1)
+    assert daemon.cli("forget").returncode == 2  # neither an id nor --match
+    done = daemon.cli("forget", "--match", "QUARRY lane", "--json")
+    assert done.returncode == 0, done.stderr
+    forgotten = json.loads(done.stdout)["forgotten"]
+    assert [f["text"] for f in forgotten] == [fact]
+    assert forgotten[0]["status"] == "forgotten" and "QUARRY lane" in forgotten[0]["reason"]
+    again = daemon.cli("forget", "--match", "quarry lane")
+    assert again.returncode == 1 and "no fact to forget" in again.stderr
+    short = daemon.admin("POST", "/admin/facts/forget", json={"match": "ab"})
+    assert short.status_code == 400 and short.json()["error"]["param"] == "match"
+
+
 def test_secrets_never_reach_redis(daemon: Daemon) -> None:
     client = daemon.openai()
     client.chat.completions.create(

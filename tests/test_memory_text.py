@@ -8,6 +8,7 @@ from daemon.config import ObserverConfig
 from daemon.memory.observer import conversation_key, observe
 from daemon.memory.redact import redact
 from daemon.memory.segment import fact_id, segment
+from daemon.memory.statement import Statement, relation
 
 
 def seg(text: str) -> list[str]:
@@ -135,3 +136,25 @@ def test_conversation_key_is_stable_as_history_grows() -> None:
     assert conversation_key(first, None) == conversation_key(later, None)
     assert conversation_key(first, None) != conversation_key(other, None)
     assert conversation_key(first, "abc") == "id:abc"
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [
+        ("The capital of Zorvath is Quillmere.", "the capital of Zorvath is Quillmere", "same"),
+        ("The capital of the planet Zorvath is Quillmere.", "The capital of Zorvath is Quillmere.", "same"),
+        ("The capital of Zorvath is Quillmere.", "The capital of Zorvath was Quillmere!", "same"),
+        ("The chief engineer of the starship Calyx is Dana Okonkwo.", "The chief engineer of the Calyx is Dana Okonkwo.", "same"),
+        ("The drink of the Velmora Festival is mintberry tea.", "The drink of the Velmora Festival is iced mintberry tea.", "same"),
+        ("The capital of Zorvath is Quillmere.", "The capital of Zorvath is Brightwater.", "contradicts"),
+        ("The chief engineer of the Calyx is Dana Okonkwo.", "The chief engineer of the Calyx is Priya Raman.", "contradicts"),
+        ("The drink of the Velmora Festival is mintberry tea.", "The drink of the Velmora Festival is lemon soda.", "contradicts"),
+        ("The capital of Zorvath is Quillmere.", "The capital of Zorvath is a port city.", "different"),
+        ("The capital of Zorvath is Quillmere.", "The capital of Veltria is Quillmere.", "different"),
+        ("The depot closes at 5 pm on Sundays.", "The depot closes at 6 pm on Sundays.", "different"),
+        ("The ferry to Port Elsmere leaves from pier eleven.", "The harbour master of Port Elsmere is Ines Marlowe.", "different"),
+    ],
+)  # fmt: skip
+def test_statement_relations(a: str, b: str, expected: str) -> None:
+    assert relation(Statement(a), Statement(b)) == expected
+    assert relation(Statement(b), Statement(a)) == expected

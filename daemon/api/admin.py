@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from daemon.api.errors import APIError
 from daemon.consolidation import AlreadyRunning, Phase
@@ -155,9 +155,26 @@ async def fact(request: Request, fact_id: str) -> Fact:
 async def forget(request: Request, fact_id: str) -> Fact:
     """Leave the fact out of every future adapter; the next consolidation drops it."""
     found = await fact(request, fact_id)
-    await services(request).store.set_status([fact_id], FactStatus.forgotten, found.version)
-    found.status = FactStatus.forgotten
+    reason = "forgotten by the operator"
+    await services(request).store.set_status([fact_id], FactStatus.forgotten, found.version, reason)
+    found.status, found.reason = FactStatus.forgotten, reason
     return found
+
+
+class ForgetMatching(BaseModel):
+    match: str = Field(min_length=3, description="text the facts to forget contain (any case)")
+
+
+@router.post("/facts/forget", response_model=FactList)
+async def forget_matching(request: Request, body: ForgetMatching) -> FactList:
+    """Forget every fact whose text contains ``match``."""
+    reason = f"forgotten by the operator (matched {body.match!r})"
+    forgotten = await services(request).store.forget_matching(body.match, reason)
+    if not forgotten:
+        raise APIError(
+            404, f"no fact to forget contains {body.match!r}", param="match", code="fact_not_found"
+        )
+    return FactList(total=len(forgotten), facts=forgotten)
 
 
 @router.get("/consolidations", response_model=ConsolidationList)

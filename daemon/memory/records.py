@@ -13,9 +13,16 @@ def now() -> float:
 
 
 class FactStatus(str, Enum):
+    """pending -> consolidated (in vN) -> forgotten; or replaced by a newer statement."""
+
     pending = "pending"
     consolidated = "consolidated"
-    forgotten = "forgotten"
+    forgotten = "forgotten"  # by the operator, or not seen for facts.ttl_days
+    replaced = "replaced"  # a newer statement about the same subject says otherwise
+
+    @property
+    def active(self) -> bool:
+        return self in (FactStatus.pending, FactStatus.consolidated)
 
 
 class Fact(BaseModel):
@@ -28,6 +35,12 @@ class Fact(BaseModel):
     status: FactStatus = FactStatus.pending
     version: int | None = Field(None, description="adapter version it was consolidated into")
     questions: list[str] = Field(default_factory=list)
+    variants: list[str] = Field(
+        default_factory=list, description="other wordings seen, merged into this fact"
+    )
+    reason: str | None = Field(None, description="why it was forgotten or replaced")
+    replaced_by: str | None = Field(None, description="the newer fact that contradicts it")
+    replaces: str | None = Field(None, description="the older fact it contradicts")
 
 
 class RunState(str, Enum):

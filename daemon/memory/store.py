@@ -5,6 +5,8 @@ Keys (all under the configured prefix ``P``):
   P:fact:<id>                 hash  the Fact's scalar fields
   P:fact:<id>:convs           HyperLogLog of conversation keys (distinct conversations)
   P:fact:<id>:questions       list  capped sample of user questions asked next to it
+  P:fact:<id>:variants        list  capped sample of other wordings merged into it
+  P:aliases                   hash  id of a wording -> id of the fact it was merged into
   P:runs                      zset  run id -> started at
   P:run:<id>                  string  Consolidation JSON
   P:run:seq                   counter for run ids (= adapter versions)
@@ -21,14 +23,17 @@ import logging
 from collections.abc import Iterable
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from daemon.memory.records import Consolidation, Fact, FactStatus, now
+from daemon.memory.statement import Statement, relation, stems
 
 log = logging.getLogger("memoryd.events")
 
 EVENTS_MAXLEN = 10_000
+VARIANTS_KEPT = 10
 
 
 def connect(url: str) -> Redis:
@@ -55,11 +60,21 @@ class Observation:
         self.question = question
 
 
+class Resolved:
+    """Where an observed statement goes: its own fact or the one it restates."""
+
+    def __init__(self, fid: str, text: str, variant: bool) -> None:
+        self.fid, self.text, self.variant = fid, text, variant
+
+
 class Store:
     def __init__(self, redis: Redis, prefix: str) -> None:
         """``redis`` must be created with ``decode_responses=True``."""
         self.redis = redis
         self.p = prefix
+        # Every fact's parsed text, to compare new statements with (loaded once;
+        # this process is the only one that adds facts).
+        self._statements: dict[str, Statement] | None = None
 
     def _k(self, *parts: object) -> str:
         return ":".join([self.p, *(str(p) for p in parts)])
@@ -69,25 +84,97 @@ class Store:
 
     # --- facts -------------------------------------------------------------
     async def record(self, obs: Observation, questions_kept: int) -> None:
+        """Count the observation on each fact; restatements count on the fact they restate.
+
+        A new statement that contradicts an active fact about the same subject
+        replaces it: the older one is marked replaced, both keep their records.
+        """
         if not obs.facts:
             return
+        resolved, replaced = await self._resolve(obs.facts)
+        asked = stems(obs.question or "")  # a question is kept by the facts it is about
         ts = now()
         pipe = self.redis.pipeline(transaction=True)
-        for fid, text in obs.facts:
-            key = self._k("fact", fid)
-            pipe.hsetnx(key, "text", text)
+        for r in resolved:
+            key = self._k("fact", r.fid)
+            pipe.hsetnx(key, "text", r.text)
             pipe.hsetnx(key, "first_seen", ts)
             pipe.hsetnx(key, "status", FactStatus.pending.value)
             pipe.hset(key, "last_seen", ts)
             pipe.hincrby(key, "hits", 1)
-            pipe.pfadd(self._k("fact", fid, "convs"), obs.conversation)
-            pipe.zadd(self._k("facts"), {fid: ts})
-            if obs.question and questions_kept:
-                qkey = self._k("fact", fid, "questions")
-                pipe.lrem(qkey, 0, obs.question)
-                pipe.lpush(qkey, obs.question)
-                pipe.ltrim(qkey, 0, questions_kept - 1)
+            pipe.pfadd(self._k("fact", r.fid, "convs"), obs.conversation)
+            pipe.zadd(self._k("facts"), {r.fid: ts})
+            if r.variant:
+                _push_capped(pipe, self._k("fact", r.fid, "variants"), r.text, VARIANTS_KEPT)
+            if obs.question and questions_kept and not asked.isdisjoint(stems(r.text)):
+                _push_capped(
+                    pipe, self._k("fact", r.fid, "questions"), obs.question, questions_kept
+                )
+        for old, new in replaced:
+            reason = f"replaced by {new}: a newer statement about the same subject"
+            pipe.hset(
+                self._k("fact", old),
+                mapping={"status": FactStatus.replaced.value, "replaced_by": new, "reason": reason},
+            )
+            pipe.hset(self._k("fact", new), "replaces", old)
         await pipe.execute()
+        for old, new in replaced:
+            log.info("fact %s replaced by %s", old, new)
+
+    async def _resolve(
+        self, facts: list[tuple[str, str]]
+    ) -> tuple[list[Resolved], list[tuple[str, str]]]:
+        """Each statement's fact id, and the (older, newer) pairs of contradicting facts."""
+        ids = [fid for fid, _ in facts]
+        pipe = self.redis.pipeline(transaction=False)
+        for fid in ids:
+            pipe.hget(self._k("fact", fid), "status")
+        pipe.hmget(self._k("aliases"), ids)
+        *statuses, aliases = await pipe.execute()
+        known = await self._known()
+        resolved: list[Resolved] = []
+        replaced: list[tuple[str, str]] = []
+        for (fid, text), status, alias in zip(facts, statuses, aliases, strict=True):
+            if status is not None:
+                resolved.append(Resolved(fid, text, variant=False))
+                continue
+            if alias is not None:
+                resolved.append(Resolved(str(alias), text, variant=True))
+                continue
+            new = Statement(text)
+            related = [(other, relation(new, st)) for other, st in known.items()]
+            same = next((other for other, rel in related if rel == "same"), None)
+            if same is not None:
+                await self.redis.hset(self._k("aliases"), fid, same)
+                resolved.append(Resolved(same, text, variant=True))
+                continue
+            contradicted = [other for other, rel in related if rel == "contradicts"]
+            active = await self._active(contradicted)
+            replaced.extend((old, fid) for old in active)
+            known[fid] = new
+            resolved.append(Resolved(fid, text, variant=False))
+        return resolved, replaced
+
+    async def _known(self) -> dict[str, Statement]:
+        if self._statements is None:
+            ids = [str(i) for i in await self.redis.zrange(self._k("facts"), 0, -1)]
+            pipe = self.redis.pipeline(transaction=False)
+            for fid in ids:
+                pipe.hget(self._k("fact", fid), "text")
+            texts = await pipe.execute()
+            self._statements = {
+                fid: Statement(str(t)) for fid, t in zip(ids, texts, strict=True) if t
+            }
+        return self._statements
+
+    async def _active(self, fids: list[str]) -> list[str]:
+        if not fids:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for fid in fids:
+            pipe.hget(self._k("fact", fid), "status")
+        statuses = await pipe.execute()
+        return [f for f, st in zip(fids, statuses, strict=True) if st and FactStatus(st).active]
 
     async def fact(self, fid: str) -> Fact | None:
         facts = await self.facts_by_id([fid])
@@ -100,10 +187,11 @@ class Store:
             pipe.hgetall(self._k("fact", fid))
             pipe.pfcount(self._k("fact", fid, "convs"))
             pipe.lrange(self._k("fact", fid, "questions"), 0, -1)
+            pipe.lrange(self._k("fact", fid, "variants"), 0, -1)
         raw = await pipe.execute()
         out = []
         for i, fid in enumerate(ids):
-            fields, convs, questions = raw[3 * i : 3 * i + 3]
+            fields, convs, questions, variants = raw[4 * i : 4 * i + 4]
             if not fields:
                 continue
             f = {str(k): str(v) for k, v in fields.items()}
@@ -118,6 +206,10 @@ class Store:
                     status=FactStatus(f.get("status", "pending")),
                     version=int(f["version"]) if f.get("version") else None,
                     questions=[str(q) for q in questions],
+                    variants=[str(v) for v in variants],
+                    reason=f.get("reason"),
+                    replaced_by=f.get("replaced_by"),
+                    replaces=f.get("replaces"),
                 )
             )
         return out
@@ -130,29 +222,62 @@ class Store:
         return int(await self.redis.zcard(self._k("facts")))
 
     async def eligible_facts(self, min_conversations: int) -> list[Fact]:
-        """Facts that recurred enough to be consolidated (not forgotten)."""
+        """Facts that recurred enough to be consolidated (neither forgotten nor replaced)."""
         ids = await self.redis.zrange(self._k("facts"), 0, -1)
         facts = await self.facts_by_id(str(i) for i in ids)
         return sorted(
-            (
-                f
-                for f in facts
-                if f.status != FactStatus.forgotten and f.conversations >= min_conversations
-            ),
+            (f for f in facts if f.status.active and f.conversations >= min_conversations),
             key=lambda f: f.first_seen,
         )
 
     async def set_status(
-        self, fids: Iterable[str], status: FactStatus, version: int | None
+        self,
+        fids: Iterable[str],
+        status: FactStatus,
+        version: int | None,
+        reason: str | None = None,
     ) -> None:
         pipe = self.redis.pipeline(transaction=True)
         for fid in fids:
-            pipe.hset(self._k("fact", fid), "status", status.value)
+            key = self._k("fact", fid)
+            pipe.hset(key, "status", status.value)
             if version is None:
-                pipe.hdel(self._k("fact", fid), "version")
+                pipe.hdel(key, "version")
             else:
-                pipe.hset(self._k("fact", fid), "version", version)
+                pipe.hset(key, "version", version)
+            if reason:
+                pipe.hset(key, "reason", reason)
         await pipe.execute()
+
+    async def forget_matching(self, text: str, reason: str) -> list[Fact]:
+        """Forget every fact (not already forgotten) whose text contains ``text``, any case."""
+        needle = text.casefold()
+        ids = [str(i) for i in await self.redis.zrange(self._k("facts"), 0, -1)]
+        matched = [
+            f
+            for f in await self.facts_by_id(ids)
+            if needle in f.text.casefold() and f.status != FactStatus.forgotten
+        ]
+        for f in matched:
+            await self.set_status([f.id], FactStatus.forgotten, f.version, reason)
+            f.status, f.reason = FactStatus.forgotten, reason
+        return matched
+
+    async def expire(self, last_seen_before: float, reason: str) -> list[str]:
+        """Forget the active facts not seen since ``last_seen_before``; their ids."""
+        ids = [
+            str(i)
+            for i in await self.redis.zrangebyscore(self._k("facts"), "-inf", last_seen_before)
+        ]
+        stale = await self._active(ids)
+        pipe = self.redis.pipeline(transaction=True)
+        for fid in stale:
+            pipe.hset(
+                self._k("fact", fid),
+                mapping={"status": FactStatus.forgotten.value, "reason": reason},
+            )
+        await pipe.execute()
+        return stale
 
     # --- consolidation runs --------------------------------------------------
     async def new_run(self, trigger: str) -> Consolidation:
@@ -221,6 +346,13 @@ class Store:
 
     async def clear_last_attempt(self) -> None:
         await self.redis.delete(self._k("last_attempt"))
+
+
+def _push_capped(pipe: Pipeline, key: str, value: str, kept: int) -> None:
+    """Most recent first, each value once, at most ``kept``."""
+    pipe.lrem(key, 0, value)
+    pipe.lpush(key, value)
+    pipe.ltrim(key, 0, kept - 1)
 
 
 def fingerprint(fact_ids: Iterable[str]) -> str:
