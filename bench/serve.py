@@ -104,21 +104,27 @@ async def load(url: str, concurrency: int, requests: int, tokens: int) -> dict[s
     }
 
 
-def hop(url: str, requests: int) -> list[float]:
-    """Latency of one-token answers, one at a time: the proxy's fixed cost per request."""
+def hop(urls: dict[str, str], requests: int) -> dict[str, list[float]]:
+    """Latency of one-token answers, one at a time: the proxy's fixed cost per request.
+
+    The paths take turns request by request, so that drift in the engine's speed
+    (the CPU engine's p50 moves by a millisecond between rounds) falls on all alike.
+    """
     body = {
         "model": "base",
         "messages": [{"role": "user", "content": "Hi"}],
         "max_tokens": 1,
         "temperature": 0,
     }
-    out = []
+    out: dict[str, list[float]] = {name: [] for name in urls}
     with httpx.Client(timeout=60) as client:
-        client.post(url, json=body).raise_for_status()
-        for _ in range(requests):
-            started = time.perf_counter()
+        for url in urls.values():
             client.post(url, json=body).raise_for_status()
-            out.append((time.perf_counter() - started) * 1000)
+        for _ in range(requests):
+            for name, url in urls.items():
+                started = time.perf_counter()
+                client.post(url, json=body).raise_for_status()
+                out[name].append((time.perf_counter() - started) * 1000)
     return out
 
 
@@ -205,7 +211,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=64, help="per round (concurrency 1: half)")
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3, help="alternating direct/memoryd rounds")
-    parser.add_argument("--hop-requests", type=int, default=100, help="per round")
+    parser.add_argument("--hop-requests", type=int, default=100, help="per round, per path")
     parser.add_argument("--promotions", type=int, default=3, help="0 skips the swap bench")
     parser.add_argument("--swap-clients", type=int, default=32)
     parser.add_argument(
@@ -233,10 +239,7 @@ def main() -> None:
             "bare hop": f"http://127.0.0.1:{passthrough_port}/v1/chat/completions",
         }
         time.sleep(2)
-        hops: dict[str, list[float]] = {name: [] for name in hop_targets}
-        for _ in range(args.rounds):
-            for name, url in hop_targets.items():
-                hops[name] += hop(url, args.hop_requests)
+        hops = hop(hop_targets, args.hop_requests * args.rounds)
         passthrough.terminate()
         p50 = {name: statistics.median(values) for name, values in hops.items()}
         print(f"per-request cost (1 token, not streamed, {len(hops['direct'])} requests each):")

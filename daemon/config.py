@@ -88,11 +88,11 @@ class TrainingConfig(Section):
             "down_proj",
         ]
     )
-    learning_rate: float = 3e-4
-    epochs: int = 3
+    learning_rate: float = 5e-4
+    epochs: int = 2
     batch_size: int = 8
     max_seq_len: int = 160
-    questions_per_fact: int = 12
+    questions_per_fact: int = 8
     generated_questions_per_fact: int = 4
     replay_examples: int = 140
     kl_weight: float = Field(

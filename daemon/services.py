@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
+import aiohttp
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from redis.asyncio import Redis
 
@@ -44,7 +44,7 @@ class Services:
     observer: Observer
     activity: Activity
     consolidator: Consolidator
-    http: httpx.AsyncClient
+    http: aiohttp.ClientSession
     model_dir: Path
     metrics: Metrics
     managed: ManagedEngine | None = None
@@ -131,9 +131,8 @@ async def start(settings: Settings) -> Services:
     )
     scheduler.start()
 
-    http = httpx.AsyncClient(
-        limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200)
-    )
+    # The request path's client: aiohttp's C parser costs far less per request than httpx.
+    http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1000), auto_decompress=False)
     return Services(
         settings=settings,
         store=store,
@@ -162,7 +161,7 @@ async def stop(svc: Services) -> None:
         await asyncio.wait_for(svc.observer.stop(), 10)
     except asyncio.TimeoutError:
         log.warning("observer queue not drained: %s observations lost", svc.observer.queue.qsize())
-    await svc.http.aclose()
+    await svc.http.close()
     if svc.managed:
         await svc.managed.stop()
     else:

@@ -7,13 +7,14 @@ that disconnects closes the upstream stream, which cancels the generation.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import anyio
-import httpx
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
@@ -33,6 +34,7 @@ from daemon.services import Services
 
 router = APIRouter(prefix="/v1")
 HOP_HEADERS = {"content-length", "transfer-encoding", "connection", "content-encoding"}
+JSON_HEADERS = {"Content-Type": "application/json"}
 
 
 def services(request: Request) -> Services:
@@ -96,15 +98,18 @@ async def forward(
     svc.activity.begin()
     svc.swapper.acquire(engine_name)
     engine = svc.pick_engine()
-    upstream = svc.http.build_request(
-        "POST", engine.url + path, json=data, timeout=svc.settings.server.upstream_timeout_s
-    )
+    timeout = svc.settings.server.upstream_timeout_s
     try:
-        reply = await svc.http.send(upstream, stream=True)
-    except httpx.TimeoutException as exc:
+        reply = await svc.http.post(
+            engine.url + path,
+            data=json.dumps(data).encode(),
+            headers=JSON_HEADERS,
+            timeout=aiohttp.ClientTimeout(sock_connect=timeout, sock_read=timeout),
+        )
+    except asyncio.TimeoutError as exc:
         await finish(svc, engine_name)
         raise APIError(504, "the engine did not answer in time", code="upstream_timeout") from exc
-    except httpx.HTTPError as exc:
+    except aiohttp.ClientError as exc:
         await finish(svc, engine_name)
         raise APIError(
             503, f"the engine is unavailable: {exc}", headers={"Retry-After": "5"}
@@ -116,28 +121,31 @@ async def forward(
         """Bytes as vLLM sends them; the bookkeeping runs however the stream ends.
 
         A client that goes away cancels this generator: closing the upstream
-        response then aborts the generation in vLLM. The cleanup is shielded so
+        connection then aborts the generation in vLLM. The cleanup is shielded so
         that the cancellation cannot skip it (an in-flight count that never
         drops would keep the daemon from ever being idle).
         """
         completed = False
         try:
-            async for chunk in reply.aiter_raw():
+            async for chunk in reply.content.iter_any():
                 yield chunk
             completed = True
         finally:
             with anyio.CancelScope(shield=True):
-                await reply.aclose()
+                if completed:
+                    reply.release()
+                else:
+                    reply.close()
                 await finish(svc, engine_name)
-                status = str(reply.status_code) if completed else "disconnected"
+                status = str(reply.status) if completed else "disconnected"
                 svc.metrics.requests.labels(public_name, status).inc()
                 svc.metrics.latency.labels(public_name).observe(time.monotonic() - started)
-                messages = messages_of(parsed) if completed and reply.status_code == 200 else []
+                messages = messages_of(parsed) if completed and reply.status == 200 else []
                 if messages:
                     svc.observer.submit(messages, conversation_key(messages, explicit))
 
     headers = {k: v for k, v in reply.headers.items() if k.lower() not in HOP_HEADERS}
-    return StreamingResponse(relay(), status_code=reply.status_code, headers=headers)
+    return StreamingResponse(relay(), status_code=reply.status, headers=headers)
 
 
 async def finish(svc: Services, engine_name: str) -> None:
