@@ -276,15 +276,7 @@ def fact_forget(
         console.print(f"forgot {f['id']}: {f['text']}")
 
 
-@app.command()
-def forget(
-    fact_id: str | None = typer.Argument(None),
-    match: str | None = MatchOpt,
-    config: str | None = ConfigOpt,
-    as_json: bool = JsonOpt,
-) -> None:
-    """Same as `facts forget`."""
-    fact_forget(fact_id, match, config, as_json)
+app.command("forget", help="Same as `facts forget`.")(fact_forget)
 
 
 consolidations_app = typer.Typer(help="Consolidation runs and their log.")

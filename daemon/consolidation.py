@@ -216,7 +216,9 @@ class Consolidator:
             run.state, run.error = RunState.failed, f"promotion failed: {exc}"
         else:
             run.state = RunState.promoted
-            await self.store.set_status(run.fact_ids, FactStatus.consolidated, run_id)
+            # A fact forgotten or replaced while the run trained stays so.
+            kept = await self.store.active_ids(run.fact_ids)
+            await self.store.set_status(kept, FactStatus.consolidated, run_id)
             run.metrics["promote_seconds"] = round(now() - started, 3)
         run.finished_at = now()
         await self.store.save_run(run)

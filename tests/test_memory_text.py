@@ -149,6 +149,8 @@ def test_conversation_key_is_stable_as_history_grows() -> None:
         ("The capital of Zorvath is Quillmere.", "The capital of Zorvath is Brightwater.", "contradicts"),
         ("The chief engineer of the Calyx is Dana Okonkwo.", "The chief engineer of the Calyx is Priya Raman.", "contradicts"),
         ("The drink of the Velmora Festival is mintberry tea.", "The drink of the Velmora Festival is lemon soda.", "contradicts"),
+        ("The depot is open on Sundays.", "The depot is not open on Sundays.", "contradicts"),
+        ("The depot opens on Sundays.", "The depot never opens on Sundays.", "different"),
         ("The capital of Zorvath is Quillmere.", "The capital of Zorvath is a port city.", "different"),
         ("The capital of Zorvath is Quillmere.", "The capital of Veltria is Quillmere.", "different"),
         ("The depot closes at 5 pm on Sundays.", "The depot closes at 6 pm on Sundays.", "different"),

@@ -144,5 +144,7 @@ async def test_forget_matching_text(redis_server: RedisServer) -> None:
     assert sorted(f.text for f in forgotten) == sorted(texts[:2])
     assert all(f.status == FactStatus.forgotten for f in forgotten)
     assert [f.text for f in await store.eligible_facts(1)] == [texts[2]]
+    # What a promotion marks consolidated: only the facts not forgotten meanwhile.
+    assert await store.active_ids([fact_id(t) for t in texts]) == [fact_id(texts[2])]
     assert await store.forget_matching("port elsmere", "operator") == []
     await redis.aclose()

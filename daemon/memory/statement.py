@@ -90,6 +90,9 @@ STOPWORDS = frozenset(
 
 Relation = Literal["same", "contradicts", "different"]
 SAME_MIN_OVERLAP = 0.75
+NEGATIONS = frozenset(
+    ["not", "no", "never", "none", "nobody", "nothing", "isn't", "aren't", "wasn't"]
+)
 
 
 def content_words(text: str) -> set[str]:
@@ -136,6 +139,7 @@ class Statement:
     named: frozenset[str] = field(init=False)
     subject: frozenset[str] | None = field(init=False)
     value: str = field(init=False)
+    negated: bool = field(init=False)
 
     def __post_init__(self) -> None:
         parts = split(self.text)
@@ -144,9 +148,13 @@ class Statement:
         set_(self, "named", frozenset(names(self.text)))
         set_(self, "subject", frozenset(content_words(parts[0])) if parts else None)
         set_(self, "value", parts[1] if parts else "")
+        set_(self, "negated", any(w.lower() in NEGATIONS for w in WORD.findall(self.text)))
 
 
 def relation(a: Statement, b: Statement) -> Relation:
+    if a.negated != b.negated:  # "is open" / "is not open": never the same fact
+        same_subject = a.subject is not None and a.subject == b.subject
+        return "contradicts" if same_subject else "different"
     if a.words == b.words:
         return "same"
     if a.words.isdisjoint(b.words):

@@ -149,7 +149,7 @@ class Store:
                 resolved.append(Resolved(same, text, variant=True))
                 continue
             contradicted = [other for other, rel in related if rel == "contradicts"]
-            active = await self._active(contradicted)
+            active = await self.active_ids(contradicted)
             replaced.extend((old, fid) for old in active)
             known[fid] = new
             resolved.append(Resolved(fid, text, variant=False))
@@ -167,7 +167,8 @@ class Store:
             }
         return self._statements
 
-    async def _active(self, fids: list[str]) -> list[str]:
+    async def active_ids(self, fids: list[str]) -> list[str]:
+        """Those of ``fids`` still pending or consolidated."""
         if not fids:
             return []
         pipe = self.redis.pipeline(transaction=False)
@@ -269,7 +270,7 @@ class Store:
             str(i)
             for i in await self.redis.zrangebyscore(self._k("facts"), "-inf", last_seen_before)
         ]
-        stale = await self._active(ids)
+        stale = await self.active_ids(ids)
         pipe = self.redis.pipeline(transaction=True)
         for fid in stale:
             pipe.hset(
