@@ -236,6 +236,8 @@ def fact_list(
         table.add_column(col)
     for f in data["facts"]:
         status_text = f["status"] + (f" v{f['version']}" if f.get("version") else "")
+        if f.get("replaced_by"):
+            status_text += f" by {f['replaced_by']}"
         table.add_row(
             f["id"],
             status_text,
