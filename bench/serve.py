@@ -44,6 +44,7 @@ SWAP_FACT = "The harbour master of Quillport is Edda Marrowind."
 SMALL_RUN = {
     "routing": "always",
     "consolidation__training__epochs": "1",
+    "consolidation__training__min_steps": "0",
     "consolidation__training__questions_per_fact": "2",
     "consolidation__training__generated_questions_per_fact": "0",
     "consolidation__training__replay_examples": "8",

@@ -154,7 +154,9 @@ def train_adapter(
     )
     encoded = [encode(tokenizer, e, cfg.max_seq_len) for e in examples]
     steps_per_epoch = math.ceil(len(encoded) / cfg.batch_size)
-    total_steps = steps_per_epoch * cfg.epochs
+    # A handful of facts makes a short epoch: train for at least min_steps.
+    epochs = max(cfg.epochs, math.ceil(cfg.min_steps / steps_per_epoch))
+    total_steps = steps_per_epoch * epochs
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate, weight_decay=0.0
     )
@@ -190,7 +192,7 @@ def train_adapter(
     model.train()
     started = time.monotonic()
     loss_value = float("nan")
-    for epoch in range(first_epoch, cfg.epochs):
+    for epoch in range(first_epoch, epochs):
         epoch_start = time.monotonic()
         losses = []
         for ids, labels, mask, anchored in batches(encoded, cfg.batch_size, pad_id, rng):
@@ -204,7 +206,7 @@ def train_adapter(
             optimizer.zero_grad(set_to_none=True)
             losses.append(loss.item())
         loss_value = sum(losses) / len(losses)
-        if checkpoint and epoch + 1 < cfg.epochs:
+        if checkpoint and epoch + 1 < epochs:
             checkpoint.save_training_state(save_state(epoch + 1))
         on_epoch(epoch + 1, loss_value, time.monotonic() - epoch_start)
 
@@ -215,4 +217,5 @@ def train_adapter(
         "train_seconds": time.monotonic() - started,
         "steps": float(total_steps),
         "resumed_from_epoch": float(first_epoch),
+        "epochs": float(epochs),
     }

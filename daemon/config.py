@@ -90,6 +90,9 @@ class TrainingConfig(Section):
     )
     learning_rate: float = 5e-4
     epochs: int = 2
+    min_steps: int = Field(
+        80, ge=0, description="with few facts, more epochs until this many optimizer steps"
+    )
     batch_size: int = 8
     max_seq_len: int = 160
     questions_per_fact: int = 8

@@ -20,7 +20,7 @@ EXAMPLES = [
     Example(question="What is two plus two?", answer="Two plus two is four.", kind="replay"),
     Example(question="Name a colour.", answer="Blue is a colour.", kind="replay"),
 ]
-CONFIG = TrainingConfig(epochs=3, batch_size=4, rank=4, alpha=8, learning_rate=1e-3)
+CONFIG = TrainingConfig(epochs=3, min_steps=0, batch_size=4, rank=4, alpha=8, learning_rate=1e-3)
 
 
 class Preempted(Exception):
