@@ -158,5 +158,5 @@ def test_conversation_key_is_stable_as_history_grows() -> None:
     ],
 )  # fmt: skip
 def test_statement_relations(a: str, b: str, expected: str) -> None:
-    assert relation(Statement(a), Statement(b)) == expected
-    assert relation(Statement(b), Statement(a)) == expected
+    assert relation(Statement.of(a), Statement.of(b)) == expected
+    assert relation(Statement.of(b), Statement.of(a)) == expected

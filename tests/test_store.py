@@ -28,7 +28,7 @@ async def test_conversations_count_once_and_questions_are_capped(redis_server: R
     assert [f.id for f in await store.eligible_facts(2)] == ["f1"]
     assert await store.eligible_facts(3) == []
 
-    await store.set_status(["f1"], FactStatus.forgotten, None)
+    await store.set_status(["f1"], FactStatus.forgotten)
     await store.record(Observation("conv-c", [fact], None), questions_kept=3)
     assert (await store.fact("f1")).status == FactStatus.forgotten  # type: ignore[union-attr]
     assert await store.eligible_facts(1) == []

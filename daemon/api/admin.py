@@ -156,7 +156,7 @@ async def forget(request: Request, fact_id: str) -> Fact:
     """Leave the fact out of every future adapter; the next consolidation drops it."""
     found = await fact(request, fact_id)
     reason = "forgotten by the operator"
-    await services(request).store.set_status([fact_id], FactStatus.forgotten, found.version, reason)
+    await services(request).store.set_status([fact_id], FactStatus.forgotten, reason=reason)
     found.status, found.reason = FactStatus.forgotten, reason
     return found
 

@@ -12,7 +12,7 @@ second kind replace the older.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 COPULA = re.compile(r"\s+(is|are|was|were|has|have|equals|means)\s+", re.I)
@@ -132,23 +132,27 @@ def overlap(a: set[str] | frozenset[str], b: set[str] | frozenset[str]) -> float
 
 @dataclass(frozen=True)
 class Statement:
-    """A fact's text with its words parsed once (the observer compares many pairs)."""
+    """A fact's words, parsed once: the observer compares each new one with every known one."""
 
-    text: str
-    words: frozenset[str] = field(init=False)
-    named: frozenset[str] = field(init=False)
-    subject: frozenset[str] | None = field(init=False)
-    value: str = field(init=False)
-    negated: bool = field(init=False)
+    words: frozenset[str]
+    named: frozenset[str]
+    subject: frozenset[str] | None  # None: no copula to split at
+    value_words: frozenset[str]
+    value_named: frozenset[str]
+    negated: bool
 
-    def __post_init__(self) -> None:
-        parts = split(self.text)
-        set_ = object.__setattr__
-        set_(self, "words", frozenset(content_words(self.text)))
-        set_(self, "named", frozenset(names(self.text)))
-        set_(self, "subject", frozenset(content_words(parts[0])) if parts else None)
-        set_(self, "value", parts[1] if parts else "")
-        set_(self, "negated", any(w.lower() in NEGATIONS for w in WORD.findall(self.text)))
+    @classmethod
+    def of(cls, text: str) -> Statement:
+        parts = split(text)
+        value = parts[1] if parts else ""
+        return cls(
+            words=frozenset(content_words(text)),
+            named=frozenset(names(text)),
+            subject=frozenset(content_words(parts[0])) if parts else None,
+            value_words=frozenset(content_words(value)),
+            value_named=frozenset(names(value, first=True)),
+            negated=any(w.lower() in NEGATIONS for w in WORD.findall(text)),
+        )
 
 
 def relation(a: Statement, b: Statement) -> Relation:
@@ -160,10 +164,9 @@ def relation(a: Statement, b: Statement) -> Relation:
     if a.words.isdisjoint(b.words):
         return "different"
     if a.subject is not None and a.subject == b.subject:
-        named_a, named_b = names(a.value, first=True), names(b.value, first=True)
-        shared = overlap(content_words(a.value), content_words(b.value))
+        named_a, named_b = a.value_named, b.value_named
         if (named_a and named_b and named_a != named_b) or (
-            not named_a and not named_b and shared < 0.5
+            not named_a and not named_b and overlap(a.value_words, b.value_words) < 0.5
         ):
             return "contradicts"
     if overlap(a.words, b.words) >= SAME_MIN_OVERLAP and a.named == b.named:

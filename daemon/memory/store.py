@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterable
+from typing import NamedTuple
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
@@ -60,11 +61,12 @@ class Observation:
         self.question = question
 
 
-class Resolved:
+class Resolved(NamedTuple):
     """Where an observed statement goes: its own fact or the one it restates."""
 
-    def __init__(self, fid: str, text: str, variant: bool) -> None:
-        self.fid, self.text, self.variant = fid, text, variant
+    fid: str
+    text: str
+    variant: bool
 
 
 class Store:
@@ -141,7 +143,7 @@ class Store:
             if alias is not None:
                 resolved.append(Resolved(str(alias), text, variant=True))
                 continue
-            new = Statement(text)
+            new = Statement.of(text)
             related = [(other, relation(new, st)) for other, st in known.items()]
             same = next((other for other, rel in related if rel == "same"), None)
             if same is not None:
@@ -163,7 +165,7 @@ class Store:
                 pipe.hget(self._k("fact", fid), "text")
             texts = await pipe.execute()
             self._statements = {
-                fid: Statement(str(t)) for fid, t in zip(ids, texts, strict=True) if t
+                fid: Statement.of(str(t)) for fid, t in zip(ids, texts, strict=True) if t
             }
         return self._statements
 
@@ -235,16 +237,15 @@ class Store:
         self,
         fids: Iterable[str],
         status: FactStatus,
-        version: int | None,
+        version: int | None = None,
         reason: str | None = None,
     ) -> None:
+        """``version``: the adapter it went into (kept as it was when None)."""
         pipe = self.redis.pipeline(transaction=True)
         for fid in fids:
             key = self._k("fact", fid)
             pipe.hset(key, "status", status.value)
-            if version is None:
-                pipe.hdel(key, "version")
-            else:
+            if version is not None:
                 pipe.hset(key, "version", version)
             if reason:
                 pipe.hset(key, "reason", reason)
@@ -259,8 +260,8 @@ class Store:
             for f in await self.facts_by_id(ids)
             if needle in f.text.casefold() and f.status != FactStatus.forgotten
         ]
+        await self.set_status([f.id for f in matched], FactStatus.forgotten, reason=reason)
         for f in matched:
-            await self.set_status([f.id], FactStatus.forgotten, f.version, reason)
             f.status, f.reason = FactStatus.forgotten, reason
         return matched
 
@@ -271,13 +272,7 @@ class Store:
             for i in await self.redis.zrangebyscore(self._k("facts"), "-inf", last_seen_before)
         ]
         stale = await self.active_ids(ids)
-        pipe = self.redis.pipeline(transaction=True)
-        for fid in stale:
-            pipe.hset(
-                self._k("fact", fid),
-                mapping={"status": FactStatus.forgotten.value, "reason": reason},
-            )
-        await pipe.execute()
+        await self.set_status(stale, FactStatus.forgotten, reason=reason)
         return stale
 
     # --- consolidation runs --------------------------------------------------
