@@ -119,6 +119,7 @@ async def consolidate(settings: Settings, store: Store, engine: EngineClient, ru
         run.metrics.update({k: round(v, 4) for k, v in train_metrics.items()})
 
         terms = sorted(fact_key_terms(model_dir, [f.text for f in facts]))
+        (partial_dir / "dataset.json").write_text(dataset.model_dump_json(indent=1))
         manifest = AdapterManifest(
             version=version,
             name=name,
@@ -132,8 +133,6 @@ async def consolidate(settings: Settings, store: Store, engine: EngineClient, ru
             metrics=dict(run.metrics),
             files=file_hashes(partial_dir),
         )
-        (partial_dir / "dataset.json").write_text(dataset.model_dump_json(indent=1))
-        manifest.files = file_hashes(partial_dir)
         (partial_dir / MANIFEST).write_text(manifest.model_dump_json(indent=2))
     checkpoint.discard()
     run.adapter, run.adapter_path = name, str(final_dir)
