@@ -271,37 +271,99 @@ def test_pause_resume_and_empty_adapters(daemon: Daemon) -> None:
     assert missing.returncode == 1 and "no manifest.json" in missing.stderr
 
 
-def test_client_disconnect_cancels_upstream(daemon: Daemon) -> None:
-    body = {
-        "model": "memoryd",
-        "messages": [{"role": "user", "content": "Write a very long story about a dragon."}],
-        "max_tokens": 1500,
-        "stream": True,
-        "ignore_eos": True,
-    }
-    with httpx.stream(
-        "POST", daemon.url + "/v1/chat/completions", json=body, timeout=60
-    ) as response:
-        first = next(response.iter_raw())
-        assert first.startswith(b"data:")
+def engine_metric(daemon: Daemon, name: str) -> float:
+    """The sum of one of the vLLM child's Prometheus series."""
+    engine = daemon.admin("GET", "/admin/status").json()["engine"]["upstream"][0]
+    lines = httpx.get(engine + "/metrics").text.splitlines()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(name + "{"))
+
+
+LONG_STORY = {
+    "model": "memoryd",
+    "messages": [{"role": "user", "content": "Write a very long story about a dragon."}],
+    "max_tokens": 1500,
+    "ignore_eos": True,
+}
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["streamed", "whole"])
+def test_client_disconnect_cancels_upstream(daemon: Daemon, stream: bool) -> None:
+    """Hanging up stops the generation: vLLM produces far fewer tokens than were asked for."""
+    label = 'memoryd_requests_total{model="memoryd",status="disconnected"}'
+
+    def disconnected() -> float:
+        lines = daemon.admin("GET", "/metrics").text.splitlines()
+        return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(label))
+
+    before, generated = disconnected(), engine_metric(daemon, "vllm:generation_tokens_total")
+    body = {**LONG_STORY, "stream": stream}
+    if stream:
+        with httpx.stream(
+            "POST", daemon.url + "/v1/chat/completions", json=body, timeout=60
+        ) as response:
+            assert next(response.iter_raw()).startswith(b"data:")
+    else:
+        with pytest.raises(httpx.ReadTimeout):  # gives up after 1 s and closes the connection
+            httpx.post(daemon.url + "/v1/chat/completions", json=body, timeout=1)
     deadline = time.monotonic() + 15
     while daemon.admin("GET", "/admin/status").json()["consolidation"]["in_flight"] != 0:
         assert time.monotonic() < deadline, "the disconnected request is still counted in flight"
         time.sleep(0.2)
-    metrics = daemon.admin("GET", "/metrics").text
-    assert 'memoryd_requests_total{model="memoryd",status="disconnected"} 1.0' in metrics
-    # vLLM stopped generating: its running-requests gauge drops to zero.
-    engine = daemon.admin("GET", "/admin/status").json()["engine"]["upstream"][0]
+    assert disconnected() == before + 1
     deadline = time.monotonic() + 15
-    while True:
-        text = httpx.get(engine + "/metrics").text
-        running = [
-            line for line in text.splitlines() if line.startswith("vllm:num_requests_running")
-        ]
-        if running and all(line.endswith(" 0.0") for line in running):
-            break
-        assert time.monotonic() < deadline, running
+    while engine_metric(daemon, "vllm:num_requests_running") != 0:
+        assert time.monotonic() < deadline, "vLLM is still generating"
         time.sleep(0.3)
+    tokens = engine_metric(daemon, "vllm:generation_tokens_total") - generated
+    assert tokens < 1500 / 2, f"{tokens} tokens generated after the hang-up"
+
+
+def unread_bytes_from_engine(engine_port: int) -> int:
+    """Bytes the kernel holds for memoryd on its connections to the engine, unread."""
+    unread = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        remote_port = int(fields[2].split(":")[1], 16)
+        if remote_port == engine_port:
+            unread = max(unread, int(fields[4].split(":")[1], 16))  # rx_queue
+    return unread
+
+
+def test_a_slow_reader_gets_backpressure_and_every_byte(daemon: Daemon) -> None:
+    """A client that stops reading stops memoryd reading from vLLM; nothing is lost.
+
+    The stream (8 choices with top-20 logprobs, ~8 MB) is more than the kernel
+    buffers between memoryd and a client that reads nothing (memoryd's send
+    buffer tops out at tcp_wmem's 4 MB): once they are full, what vLLM sends
+    waits unread on memoryd's upstream socket instead of piling up in memoryd's
+    memory. Then the client reads the whole stream, every token through [DONE].
+    """
+    engine = daemon.admin("GET", "/admin/status").json()["engine"]["upstream"][0]
+    engine_port = int(engine.rsplit(":", 1)[1])
+    body = {**LONG_STORY, "max_tokens": 600, "n": 8, "stream": True}
+    body |= {"logprobs": True, "top_logprobs": 20}
+    small_buffer = httpx.HTTPTransport(
+        socket_options=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)]
+    )
+    with (
+        httpx.Client(transport=small_buffer, timeout=120) as client,
+        client.stream("POST", daemon.url + "/v1/chat/completions", json=body) as response,
+    ):
+        deadline = time.monotonic() + 120
+        while unread_bytes_from_engine(engine_port) < 64 * 1024:
+            assert time.monotonic() < deadline, "memoryd kept reading vLLM for a stalled client"
+            time.sleep(0.2)
+        stream = b"".join(response.iter_bytes())
+    # split the bytes: str.splitlines would also split at U+2028 inside a token
+    events = [line for line in stream.split(b"\n") if line.startswith(b"data: ")]
+    assert events[-1] == b"data: [DONE]"
+    tokens = sum(
+        len(choice["logprobs"]["content"])
+        for event in events[:-1]
+        for choice in json.loads(event.removeprefix(b"data: "))["choices"]
+        if choice.get("logprobs")
+    )
+    assert tokens == 8 * 600
 
 
 def test_logs_are_json_lines(daemon: Daemon) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import aiohttp
@@ -29,7 +29,7 @@ from daemon.api.protocol import (
 )
 from daemon.engine.client import BASE_MODEL_NAME
 from daemon.engine.swap import UnknownModel
-from daemon.memory.observer import conversation_key, message_text
+from daemon.memory.observer import message_text
 from daemon.services import Services
 
 router = APIRouter(prefix="/v1")
@@ -93,29 +93,28 @@ async def forward(
     data["model"] = engine_name
     if svc.drop_seed:
         data.pop("seed", None)
-
-    started = time.monotonic()
-    svc.activity.begin()
-    svc.swapper.acquire(engine_name)
-    engine = svc.pick_engine()
+    served = Served(
+        svc, public_name, engine_name, data, request.headers.get("x-conversation-id") or parsed.user
+    )
     timeout = svc.settings.server.upstream_timeout_s
+    upstream = svc.http.post(
+        svc.pick_engine().url + path,
+        data=json.dumps(data).encode(),
+        headers=JSON_HEADERS,
+        timeout=aiohttp.ClientTimeout(sock_connect=timeout, sock_read=timeout),
+    )
     try:
-        reply = await svc.http.post(
-            engine.url + path,
-            data=json.dumps(data).encode(),
-            headers=JSON_HEADERS,
-            timeout=aiohttp.ClientTimeout(sock_connect=timeout, sock_read=timeout),
-        )
+        if not parsed.stream:
+            return await whole(request, upstream, served)
+        reply = await upstream
     except asyncio.TimeoutError as exc:
-        await finish(svc, engine_name)
+        await served.end("timeout")
         raise APIError(504, "the engine did not answer in time", code="upstream_timeout") from exc
     except aiohttp.ClientError as exc:
-        await finish(svc, engine_name)
+        await served.end("unavailable")
         raise APIError(
             503, f"the engine is unavailable: {exc}", headers={"Retry-After": "5"}
         ) from exc
-
-    explicit = request.headers.get("x-conversation-id") or parsed.user
 
     async def relay() -> AsyncIterator[bytes]:
         """Bytes as vLLM sends them; the bookkeeping runs however the stream ends.
@@ -136,21 +135,70 @@ async def forward(
                     reply.release()
                 else:
                     reply.close()
-                await finish(svc, engine_name)
-                status = str(reply.status) if completed else "disconnected"
-                svc.metrics.requests.labels(public_name, status).inc()
-                svc.metrics.latency.labels(public_name).observe(time.monotonic() - started)
-                messages = messages_of(parsed) if completed and reply.status == 200 else []
-                if messages:
-                    svc.observer.submit(messages, conversation_key(messages, explicit))
+                await served.end(reply.status if completed else "disconnected")
 
-    headers = {k: v for k, v in reply.headers.items() if k.lower() not in HOP_HEADERS}
-    return StreamingResponse(relay(), status_code=reply.status, headers=headers)
+    return StreamingResponse(relay(), status_code=reply.status, headers=relayed(reply))
 
 
-async def finish(svc: Services, engine_name: str) -> None:
-    svc.activity.end()
-    await svc.swapper.release(engine_name)
+async def whole(
+    request: Request, upstream: Awaitable[aiohttp.ClientResponse], served: Served
+) -> Response:
+    """A non-streamed answer, sent in one piece with its length.
+
+    vLLM answers only when the generation is done; a client that goes away
+    meanwhile is noticed by listening for its disconnect, and cancelling the
+    upstream exchange closes its connection, which aborts the generation.
+    """
+
+    async def exchange() -> tuple[aiohttp.ClientResponse, bytes]:
+        reply = await upstream
+        async with reply:
+            return reply, await reply.read()
+
+    answering = asyncio.ensure_future(exchange())
+    gone = asyncio.ensure_future(request.receive())  # http.disconnect once the client leaves
+    try:
+        done, _ = await asyncio.wait((answering, gone), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        answering.cancel()  # nothing to cancel once it is done
+    if answering not in done:
+        await served.end("disconnected")
+        return Response(status_code=499)
+    reply, body = answering.result()  # raises the exchange's own error, if any
+    await served.end(reply.status)
+    return Response(body, status_code=reply.status, headers=relayed(reply))
+
+
+def relayed(reply: aiohttp.ClientResponse) -> dict[str, str]:
+    return {k: v for k, v in reply.headers.items() if k.lower() not in HOP_HEADERS}
+
+
+class Served:
+    """One request's bookkeeping: in flight until ``end``, then counted and observed."""
+
+    def __init__(
+        self,
+        svc: Services,
+        public_name: str,
+        engine_name: str,
+        data: dict[str, Any],
+        explicit: str | None,
+    ) -> None:
+        self.svc, self.public_name, self.engine_name = svc, public_name, engine_name
+        self.data, self.explicit = data, explicit
+        self.started = time.monotonic()
+        svc.activity.begin()
+        svc.swapper.acquire(engine_name)
+
+    async def end(self, status: int | str) -> None:
+        svc = self.svc
+        svc.activity.end()
+        await svc.swapper.release(self.engine_name)
+        svc.metrics.requests.labels(self.public_name, str(status)).inc()
+        svc.metrics.latency.labels(self.public_name).observe(time.monotonic() - self.started)
+        if status == 200 and "messages" in self.data:
+            svc.observer.submit(self.data["messages"], self.explicit)
 
 
 def texts_of(parsed: CompletionBase) -> list[str]:
@@ -159,12 +207,6 @@ def texts_of(parsed: CompletionBase) -> list[str]:
         return [message_text(m.content) for m in parsed.messages]
     prompt = parsed.prompt if isinstance(parsed, CompletionRequest) else ""
     return [prompt] if isinstance(prompt, str) else [p for p in prompt if isinstance(p, str)]
-
-
-def messages_of(parsed: CompletionBase) -> list[dict[str, Any]]:
-    if isinstance(parsed, ChatCompletionRequest):
-        return [m.model_dump(exclude_none=True) for m in parsed.messages]
-    return []
 
 
 @router.post("/chat/completions")

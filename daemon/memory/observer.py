@@ -1,7 +1,7 @@
 """Turn served requests into fact observations, off the request path.
 
 The proxy hands each successful request's messages to ``submit``, which never
-blocks: a full queue drops the observation and counts it. A worker task does
+blocks and does no work on the request path: a full queue drops the observation and counts it. A worker task does
 the segmentation, redaction and Redis writes.
 """
 
@@ -85,14 +85,17 @@ class Observer:
     def __init__(self, store: Store, cfg: ObserverConfig) -> None:
         self.store = store
         self.cfg = cfg
-        self.queue: asyncio.Queue[tuple[list[dict[str, Any]], str]] = asyncio.Queue(cfg.queue_size)
+        self.queue: asyncio.Queue[tuple[list[dict[str, Any]], str | None]] = asyncio.Queue(
+            cfg.queue_size
+        )
         self.stats = ObserverStats()
         self._task: asyncio.Task[None] | None = None
         self._failing = False
 
-    def submit(self, messages: list[dict[str, Any]], conversation: str) -> None:
+    def submit(self, messages: list[dict[str, Any]], explicit: str | None) -> None:
+        """Queue a request's messages (as sent) and the conversation id its client gave."""
         try:
-            self.queue.put_nowait((messages, conversation))
+            self.queue.put_nowait((messages, explicit))
         except asyncio.QueueFull:
             self.stats.dropped += 1
 
@@ -107,9 +110,9 @@ class Observer:
 
     async def _work(self) -> None:
         while True:
-            messages, conversation = await self.queue.get()
+            messages, explicit = await self.queue.get()
             try:
-                obs = observe(messages, conversation, self.cfg)
+                obs = observe(messages, conversation_key(messages, explicit), self.cfg)
                 await self.store.record(obs, self.cfg.questions_kept)
                 self.stats.observed += 1
                 self.stats.facts_written += len(obs.facts)
