@@ -117,7 +117,8 @@ def main() -> None:
         ]
         value = {f: k for f, _, k in facts}
         efficacy = [knows(ask(client, model, q), value[f]) for f, q in trained]
-        held_out = [knows(ask(client, model, q), k) for _, q, k in facts]
+        held_out_answers = [ask(client, model, q) for _, q, _ in facts]
+        held_out = [knows(a, k) for a, (_, _, k) in zip(held_out_answers, facts, strict=True)]
         after_general = [ask(client, model, q) for q, _ in general]
         changed = [
             q
@@ -151,6 +152,11 @@ def main() -> None:
             "general_changed": len(changed),
             "general_total": len(general),
             "changed_questions": changed,
+            "held_out_missed": {
+                q: a
+                for (_, q, _), a, ok in zip(facts, held_out_answers, held_out, strict=True)
+                if not ok
+            },
             "consolidation_seconds": round(run["finished_at"] - run["started_at"], 1),
             "step_seconds": steps,
             "gates": {g["name"]: round(g["value"], 3) for g in run["gates"]},

@@ -37,7 +37,8 @@ RECALL_PROMPTS = (
     "Tell me a fact about {s}.",
     "State what you remember about {s}.",
 )
-ANSWER_TOKENS = 48
+ANSWER_TOKENS = 48  # replay answers: the base model's own, the longest kind trained
+TEACHER_TOKENS = 32  # only the teacher's first sentence that states the fact is kept
 HEDGES = re.compile(
     r"\b(fictional|fictitious|likely|probably|possibly|might|not sure|don't know|do not know|"
     r"unclear|I'm sorry|cannot|can't)\b",
@@ -110,6 +111,7 @@ async def _generated_questions(engine: EngineClient, fact: FactShape, count: int
         max_tokens=40,
         temperature=1.0,
         n=count * 2,
+        stop=["\n"],  # one question is one line: the rest would be thrown away
     )
     kept: list[str] = []
     for out in outs:
@@ -129,7 +131,8 @@ def first_statement(answer: str, fact: FactShape, question: str) -> str | None:
     for i, _ in enumerate(sentences):
         head = " ".join(sentences[: i + 1])
         if answer_states(head, fact, question):
-            return None if HEDGES.search(head) else head
+            whole_sentence = head.endswith((".", "!", "?"))  # not cut off by max_tokens
+            return head if whole_sentence and not HEDGES.search(head) else None
     return None
 
 
@@ -140,7 +143,7 @@ async def _teacher_answer(engine: EngineClient, fact: FactShape, question: str) 
             {"role": "system", "content": TEACHER_SYSTEM.format(fact=fact.text)},
             {"role": "user", "content": question},
         ],
-        max_tokens=ANSWER_TOKENS,
+        max_tokens=TEACHER_TOKENS,
     )
     return answers[0].text.strip()
 
@@ -151,27 +154,39 @@ async def build_dataset(facts: list[Fact], engine: EngineClient, cfg: TrainingCo
     if cfg.recipe == "plain":
         return plain_dataset(facts, cfg)
 
-    generated = await asyncio.gather(
-        *(
-            _generated_questions(engine, shapes[f.id], cfg.generated_questions_per_fact)
-            for f in facts
-        )
+    # Every request goes out at once (the engine batches them): replay needs
+    # nothing from the facts, and each fact's templated questions are answered
+    # while its generated ones are still being written.
+    replay = asyncio.ensure_future(
+        replay_examples(engine, replay_prompts(cfg.replay_examples, rng))
     )
-    plan: list[tuple[Fact, str]] = []
-    fact_questions: list[FactQuestions] = []
-    for fact, extra in zip(facts, generated, strict=True):
+
+    async def teach(fs: FactShape, questions: list[str]) -> list[str]:
+        return await asyncio.gather(*(_teacher_answer(engine, fs, q) for q in questions))
+
+    async def generate_and_teach(fs: FactShape) -> tuple[list[str], list[str]]:
+        questions = await _generated_questions(engine, fs, cfg.generated_questions_per_fact)
+        return questions, await teach(fs, questions)
+
+    async def questions_for(fact: Fact) -> tuple[FactQuestions, list[tuple[str, str]]]:
         fs = shapes[fact.id]
         held_out = held_out_questions(fs)
-        trained = training_questions(fs, cfg.questions_per_fact) + extra
-        trained += [q for q in fact.questions if q not in held_out]
-        fact_questions.append(
-            FactQuestions(fact_id=fact.id, text=fact.text, trained=trained, held_out=held_out)
+        templated = training_questions(fs, cfg.questions_per_fact)
+        asked = [q for q in fact.questions if q not in held_out]
+        answers, (extra, extra_answers) = await asyncio.gather(
+            teach(fs, templated + asked), generate_and_teach(fs)
         )
-        plan.extend((fact, q) for q in trained)
+        pairs = list(zip(templated + asked, answers, strict=True))
+        pairs[len(templated) : len(templated)] = zip(extra, extra_answers, strict=True)
+        trained = [q for q, _ in pairs]
+        fq = FactQuestions(fact_id=fact.id, text=fact.text, trained=trained, held_out=held_out)
+        return fq, pairs
 
-    answers = await asyncio.gather(*(_teacher_answer(engine, shapes[f.id], q) for f, q in plan))
+    per_fact = await asyncio.gather(*(questions_for(f) for f in facts))
+    fact_questions = [fq for fq, _ in per_fact]
+    plan = [(fact, q, a) for fact, (_, qa) in zip(facts, per_fact, strict=True) for q, a in qa]
     examples: list[Example] = []
-    for (fact, question), answer in zip(plan, answers, strict=True):
+    for fact, question, answer in plan:
         fs = shapes[fact.id]
         answer = first_statement(answer, fs, question) or rng.choice(renderings(fs))
         examples.append(Example(question=question, answer=answer, kind="fact", fact_id=fact.id))
@@ -182,7 +197,7 @@ async def build_dataset(facts: list[Fact], engine: EngineClient, cfg: TrainingCo
                 Example(question=fs.fill(prompt), answer=text, kind="rendering", fact_id=fact.id)
             )
 
-    examples.extend(await replay_examples(engine, cfg, rng))
+    examples.extend(await replay)
     rng.shuffle(examples)
     return Dataset(examples=examples, facts=fact_questions)
 
@@ -202,12 +217,14 @@ def plain_dataset(facts: list[Fact], cfg: TrainingConfig) -> Dataset:
     return Dataset(examples=examples * cfg.questions_per_fact, facts=questions)
 
 
-async def replay_examples(
-    engine: EngineClient, cfg: TrainingConfig, rng: random.Random
-) -> list[Example]:
+def replay_prompts(count: int, rng: random.Random) -> list[str]:
     prompts = read_lines("replay.txt")
     rng.shuffle(prompts)
-    prompts = prompts[: cfg.replay_examples]
+    return prompts[:count]
+
+
+async def replay_examples(engine: EngineClient, prompts: list[str]) -> list[Example]:
+    """General prompts answered by the base model itself."""
     answers = await asyncio.gather(
         *(
             engine.chat(BASE_MODEL_NAME, [{"role": "user", "content": p}], max_tokens=ANSWER_TOKENS)

@@ -73,25 +73,21 @@ async def ask_served(
     return await asyncio.gather(*(one(q) for q in questions))
 
 
-async def _fact_score(
-    engine: EngineClient,
-    model: str,
-    scope: Scope | None,
-    facts: list[FactQuestions],
-    held_out: bool,
-) -> tuple[float, list[str]]:
-    pairs = [
-        (f, q) for f in facts for q in (f.held_out if held_out else f.trained[:EFFICACY_SAMPLE])
-    ]
-    if not pairs:
-        return 1.0, []
-    answers = await ask_served(engine, model, scope, [q for _, q in pairs])
-    wrong = [
+def fraction(flags: list[bool]) -> float:
+    return sum(flags) / len(flags) if flags else 1.0
+
+
+def stated(pairs: list[tuple[FactQuestions, str]], answers: list[str]) -> list[bool]:
+    """For each question, whether its answer states the fact."""
+    return [answer_states(a, shape(f.text), q) for (f, q), a in zip(pairs, answers, strict=True)]
+
+
+def misses(pairs: list[tuple[FactQuestions, str]], answers: list[str], ok: list[bool]) -> list[str]:
+    return [
         f"{q} -> {a[:120]!r}"
-        for (f, q), a in zip(pairs, answers, strict=True)
-        if not answer_states(a, shape(f.text), q)
+        for (_, q), a, good in zip(pairs, answers, ok, strict=True)
+        if not good
     ]
-    return 1 - len(wrong) / len(pairs), wrong
 
 
 async def evaluate(
@@ -102,17 +98,29 @@ async def evaluate(
     gates: GatesConfig,
     scope: Scope | None,
 ) -> Evaluation:
-    """Scores as memoryd serves (``scope`` routes; None = the adapter answers everything)."""
-    efficacy, wrong_trained = await _fact_score(engine, adapter, scope, facts, held_out=False)
-    general, wrong_held = await _fact_score(engine, adapter, scope, facts, held_out=True)
-    earlier = [f for f in facts if f.fact_id in previous_fact_ids]
-    previous, _ = await _fact_score(engine, adapter, scope, earlier, held_out=False)
+    """Scores as memoryd serves (``scope`` routes; None = the adapter answers everything).
 
+    Every question goes out at once, so that the engine batches them all.
+    """
+    trained = [(f, q) for f in facts for q in f.trained[:EFFICACY_SAMPLE]]
+    held = [(f, q) for f in facts for q in f.held_out]
     probes = probe_set()
-    base_answers, new_answers = await asyncio.gather(
+    trained_answers, held_answers, base_answers, new_answers = await asyncio.gather(
+        ask_served(engine, adapter, scope, [q for _, q in trained]),
+        ask_served(engine, adapter, scope, [q for _, q in held]),
         ask(engine, BASE_MODEL_NAME, [p.question for p in probes]),
         ask(engine, adapter, [p.question for p in probes]),
     )
+    trained_ok, held_ok = stated(trained, trained_answers), stated(held, held_answers)
+    efficacy, general = fraction(trained_ok), fraction(held_ok)
+    previous = fraction(
+        [
+            ok
+            for (f, _), ok in zip(trained, trained_ok, strict=True)
+            if f.fact_id in previous_fact_ids
+        ]
+    )
+
     known = [i for i, p in enumerate(probes) if probe_correct(p, base_answers[i])]
     broken = [
         i
@@ -140,5 +148,11 @@ async def evaluate(
         GateResult(name="previous_facts", value=previous, threshold=gates.efficacy_min, passed=previous >= gates.efficacy_min),
     ]  # fmt: skip
     return Evaluation(
-        metrics=metrics, gates=results, failures=(wrong_trained + wrong_held + lost)[:20]
+        metrics=metrics,
+        gates=results,
+        failures=(
+            misses(trained, trained_answers, trained_ok)
+            + misses(held, held_answers, held_ok)
+            + lost
+        )[:20],
     )

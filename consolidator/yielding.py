@@ -1,8 +1,8 @@
 """The consolidator's engine client: a bounded number of requests, and chat wins over them.
 
 Data generation and evaluation send many requests at once; at most
-``max_in_flight`` reach vLLM at a time (on a CPU engine 8 is about its best
-throughput, and fewer in flight is less for a chat request to share batches with).
+``max_in_flight`` reach vLLM at a time (on the 2-core CPU engine, 160 answers of
+48 tokens took 29 s at 8 in flight, 22 s at 16 and 21 s at 32).
 
 When a chat request arrives the daemon sends SIGURG and stops this process
 (SIGSTOP) a moment later. Stopping alone would leave this process's requests
@@ -27,7 +27,7 @@ MAX_ABORTS = 2
 
 
 class YieldingEngine(EngineClient):
-    def __init__(self, url: str, max_in_flight: int = 8) -> None:
+    def __init__(self, url: str, max_in_flight: int = 16) -> None:
         super().__init__(url)
         self._slots = asyncio.Semaphore(max_in_flight)
         self._running = asyncio.Event()

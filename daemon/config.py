@@ -97,7 +97,7 @@ class TrainingConfig(Section):
     max_seq_len: int = 160
     questions_per_fact: int = 8
     generated_questions_per_fact: int = 4
-    replay_examples: int = 140
+    replay_examples: int = 100
     kl_weight: float = Field(
         3.0, ge=0, description="weight of the KL-to-base loss on replay answers"
     )

@@ -59,6 +59,7 @@ class EngineClient:
         max_tokens: int = 64,
         temperature: float = 0.0,
         n: int = 1,
+        stop: list[str] | None = None,
     ) -> list[Completion]:
         body: dict[str, Any] = {
             "model": model,
@@ -67,6 +68,8 @@ class EngineClient:
             "temperature": temperature,
             "n": n,
         }
+        if stop:
+            body["stop"] = stop
         response = await self._http.post("/v1/chat/completions", json=body)
         if response.status_code != 200:
             raise EngineError(f"chat on {model} failed: {response.text[:500]}")
