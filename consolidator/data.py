@@ -169,27 +169,31 @@ async def build_dataset(facts: list[Fact], engine: EngineClient, cfg: TrainingCo
         return questions, await teach(fs, questions)
 
     async def questions_for(fact: Fact) -> tuple[FactQuestions, list[tuple[str, str]]]:
+        """The fact's trained questions (templated, generated, asked), each with its answer."""
         fs = shapes[fact.id]
         held_out = held_out_questions(fs)
         templated = training_questions(fs, cfg.questions_per_fact)
         asked = [q for q in fact.questions if q not in held_out]
-        answers, (extra, extra_answers) = await asyncio.gather(
-            teach(fs, templated + asked), generate_and_teach(fs)
+        templated_answers, (extra, extra_answers), asked_answers = await asyncio.gather(
+            teach(fs, templated), generate_and_teach(fs), teach(fs, asked)
         )
-        pairs = list(zip(templated + asked, answers, strict=True))
-        pairs[len(templated) : len(templated)] = zip(extra, extra_answers, strict=True)
+        pairs = [
+            *zip(templated, templated_answers, strict=True),
+            *zip(extra, extra_answers, strict=True),
+            *zip(asked, asked_answers, strict=True),
+        ]
         trained = [q for q, _ in pairs]
         fq = FactQuestions(fact_id=fact.id, text=fact.text, trained=trained, held_out=held_out)
         return fq, pairs
 
     per_fact = await asyncio.gather(*(questions_for(f) for f in facts))
     fact_questions = [fq for fq, _ in per_fact]
-    plan = [(fact, q, a) for fact, (_, qa) in zip(facts, per_fact, strict=True) for q, a in qa]
     examples: list[Example] = []
-    for fact, question, answer in plan:
+    for fact, (_, pairs) in zip(facts, per_fact, strict=True):
         fs = shapes[fact.id]
-        answer = first_statement(answer, fs, question) or rng.choice(renderings(fs))
-        examples.append(Example(question=question, answer=answer, kind="fact", fact_id=fact.id))
+        for question, answer in pairs:
+            kept = first_statement(answer, fs, question) or rng.choice(renderings(fs))
+            examples.append(Example(question=question, answer=kept, kind="fact", fact_id=fact.id))
     for fact in facts:
         fs = shapes[fact.id]
         for prompt, text in zip(RECALL_PROMPTS * 2, renderings(fs), strict=False):

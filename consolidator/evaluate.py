@@ -35,14 +35,6 @@ class Evaluation(BaseModel):
         return all(g.passed for g in self.gates)
 
 
-async def ask(engine: EngineClient, model: str, questions: list[str]) -> list[str]:
-    async def one(q: str) -> str:
-        out = await engine.chat(model, [{"role": "user", "content": q}], max_tokens=ANSWER_TOKENS)
-        return out[0].text
-
-    return await asyncio.gather(*(one(q) for q in questions))
-
-
 def probe_correct(probe: Probe, answer: str) -> bool:
     low = answer.lower()
     return any(e.lower() in low for e in probe.expected)
@@ -63,7 +55,7 @@ def served_by(adapter: str, scope: Scope | None, question: str) -> str:
 async def ask_served(
     engine: EngineClient, adapter: str, scope: Scope | None, questions: list[str]
 ) -> list[str]:
-    """Each question asked of the model the alias would route it to."""
+    """Each question asked of the model the alias would route it to (scope None: ``adapter``)."""
 
     async def one(q: str) -> str:
         messages = [{"role": "user", "content": q}]
@@ -108,8 +100,8 @@ async def evaluate(
     trained_answers, held_answers, base_answers, new_answers = await asyncio.gather(
         ask_served(engine, adapter, scope, [q for _, q in trained]),
         ask_served(engine, adapter, scope, [q for _, q in held]),
-        ask(engine, BASE_MODEL_NAME, [p.question for p in probes]),
-        ask(engine, adapter, [p.question for p in probes]),
+        ask_served(engine, BASE_MODEL_NAME, None, [p.question for p in probes]),
+        ask_served(engine, adapter, None, [p.question for p in probes]),
     )
     trained_ok, held_ok = stated(trained, trained_answers), stated(held, held_answers)
     efficacy, general = fraction(trained_ok), fraction(held_ok)

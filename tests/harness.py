@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 from openai import OpenAI
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parent.parent
 MEMORYD = str(Path(sys.executable).parent / "memoryd")
@@ -136,3 +137,14 @@ def deliver_recurring(client: OpenAI, facts: list[str], max_tokens: int = 16) ->
                 ],
                 max_tokens=max_tokens,
             )
+
+
+def metric(url: str, name: str, **labels: str) -> float:
+    """The sum of the samples of ``name`` at ``url``/metrics whose labels include ``labels``."""
+    text = httpx.get(url + "/metrics", timeout=30).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    )

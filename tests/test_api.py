@@ -14,7 +14,7 @@ import httpx
 import openai
 import pytest
 
-from tests.harness import Daemon
+from tests.harness import Daemon, metric
 
 
 def test_systemd_notifications(daemon: Daemon, notify_socket: socket.socket) -> None:
@@ -271,13 +271,6 @@ def test_pause_resume_and_empty_adapters(daemon: Daemon) -> None:
     assert missing.returncode == 1 and "no manifest.json" in missing.stderr
 
 
-def engine_metric(daemon: Daemon, name: str) -> float:
-    """The sum of one of the vLLM child's Prometheus series."""
-    engine = daemon.admin("GET", "/admin/status").json()["engine"]["upstream"][0]
-    lines = httpx.get(engine + "/metrics").text.splitlines()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(name + "{"))
-
-
 LONG_STORY = {
     "model": "memoryd",
     "messages": [{"role": "user", "content": "Write a very long story about a dragon."}],
@@ -289,13 +282,12 @@ LONG_STORY = {
 @pytest.mark.parametrize("stream", [True, False], ids=["streamed", "whole"])
 def test_client_disconnect_cancels_upstream(daemon: Daemon, stream: bool) -> None:
     """Hanging up stops the generation: vLLM produces far fewer tokens than were asked for."""
-    label = 'memoryd_requests_total{model="memoryd",status="disconnected"}'
+    engine = daemon.admin("GET", "/admin/status").json()["engine"]["upstream"][0]
 
     def disconnected() -> float:
-        lines = daemon.admin("GET", "/metrics").text.splitlines()
-        return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(label))
+        return metric(daemon.url, "memoryd_requests_total", model="memoryd", status="disconnected")
 
-    before, generated = disconnected(), engine_metric(daemon, "vllm:generation_tokens_total")
+    before, generated = disconnected(), metric(engine, "vllm:generation_tokens_total")
     body = {**LONG_STORY, "stream": stream}
     if stream:
         with httpx.stream(
@@ -311,10 +303,10 @@ def test_client_disconnect_cancels_upstream(daemon: Daemon, stream: bool) -> Non
         time.sleep(0.2)
     assert disconnected() == before + 1
     deadline = time.monotonic() + 15
-    while engine_metric(daemon, "vllm:num_requests_running") != 0:
+    while metric(engine, "vllm:num_requests_running") != 0:
         assert time.monotonic() < deadline, "vLLM is still generating"
         time.sleep(0.3)
-    tokens = engine_metric(daemon, "vllm:generation_tokens_total") - generated
+    tokens = metric(engine, "vllm:generation_tokens_total") - generated
     assert tokens < 1500 / 2, f"{tokens} tokens generated after the hang-up"
 
 

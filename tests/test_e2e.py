@@ -24,7 +24,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from daemon.config import EngineConfig, TrainingConfig
 from daemon.engine.process import vllm_command
-from tests.harness import Daemon, daemon_env, deliver_recurring, free_port, wait_for_run
+from tests.harness import (
+    Daemon,
+    daemon_env,
+    deliver_recurring,
+    free_port,
+    metric,
+    wait_for_run,
+)
 
 FACTS = [
     ("The capital of the planet Zorvath is Quillmere.", "Which city serves as Zorvath's capital?", "Quillmere"),
@@ -267,14 +274,7 @@ def healthy(url: str) -> bool:
 
 def served_requests(url: str) -> int:
     """Finished requests, from the engine's own Prometheus metrics."""
-    text = httpx.get(url + "/metrics", timeout=30).text
-    return int(
-        sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines()
-            if line.startswith("vllm:request_success_total{")
-        )
-    )
+    return int(metric(url, "vllm:request_success_total"))
 
 
 def test_adapters_rollback_and_corrupt_copy_refused(learner: Daemon) -> None:

@@ -1,8 +1,9 @@
 """Turn served requests into fact observations, off the request path.
 
 The proxy hands each successful request's messages to ``submit``, which never
-blocks and does no work on the request path: a full queue drops the observation and counts it. A worker task does
-the segmentation, redaction and Redis writes.
+blocks and does no work on the request path: a full queue drops the observation
+and counts it. A worker task derives the conversation key and does the
+segmentation, redaction and Redis writes.
 """
 
 from __future__ import annotations
