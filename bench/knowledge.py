@@ -1,15 +1,23 @@
-"""Knowledge benchmark: do recurring facts become closed-book knowledge without forgetting?
+"""Knowledge benchmark: does recurring context become closed-book knowledge without forgetting?
 
 Starts a real memoryd (managed vLLM, private Redis) in a temporary state
-directory, delivers N made-up facts as recurring system-prompt context through
-the public endpoint, asks for a consolidation, then scores closed-book:
+directory, delivers recurring system-prompt context through the public
+endpoint, asks for a consolidation, then scores closed-book. Two suites:
+
+``--suite documents`` (the default; bench/documents.py): multi-paragraph
+documents of three kinds with hand-written questions in four sets.
+
+``--suite facts``: N one-sentence made-up facts (bench/facts.tsv), scored by
 
 - efficacy:       questions the adapter was trained on (from its dataset.json),
 - generalization: the held-out rephrasings in bench/facts.tsv, never trained on,
 - ceiling:        the same held-out questions to the base model WITH the fact in context,
 - retention:      general questions (probe set + tests' set) whose answers changed.
 
-    .venv/bin/python bench/knowledge.py --facts 20 [--recipe plain] [--json out.json]
+    .venv/bin/python bench/knowledge.py [--docs 9] [--recipe plain] [--json out.json]
+    .venv/bin/python bench/knowledge.py --suite facts --facts 20
+
+(after `make model`)
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from openai import OpenAI
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.documents import load, report, run_suite
 from tests.harness import ROOT, Daemon, daemon_env, deliver_recurring
 
 EFFICACY_PER_FACT = 4
@@ -60,6 +69,8 @@ def score(hits: list[bool]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--suite", choices=["documents", "facts"], default="documents")
+    parser.add_argument("--docs", type=int, default=None, help="documents suite: the first N")
     parser.add_argument("--facts", type=int, default=20)
     parser.add_argument("--recipe", choices=["distill", "plain"], default="distill")
     parser.add_argument("--json", type=Path, help="write the results here too")
@@ -91,9 +102,26 @@ def main() -> None:
         consolidation__gates__generalization_min="0",
         consolidation__gates__retention_min="0",
         consolidation__gates__adapter_retention_min="0",
+        consolidation__gates__passages_below_base_max="1000",
+        consolidation__gates__general_kl_max="1000",
     )
     daemon = Daemon(state, port, env)
     daemon.start()
+    if args.suite == "documents":
+        try:
+            results = run_suite(
+                daemon.openai(timeout=600),
+                daemon.admin,
+                load(ROOT / "bench" / "documents", args.docs),
+                general,
+            )
+            results.update(recipe=args.recipe, overrides=overrides)
+        finally:
+            daemon.stop()
+        print(report(results))
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2))
+        return
     try:
         client = daemon.openai(timeout=300)
         base_general = [ask(client, "base", q) for q, _ in general]
@@ -112,11 +140,13 @@ def main() -> None:
             )
         model = run["adapter"]
         dataset = json.loads((Path(run["adapter_path"]) / "dataset.json").read_text())
+        keyword = {f: k for f, _, k in facts}
         trained = [
-            (fq["text"], q) for fq in dataset["facts"] for q in fq["trained"][:EFFICACY_PER_FACT]
+            (next(k for f, k in keyword.items() if f in p["text"]), t["question"])
+            for p in dataset["passages"]
+            for t in p["trained"][:EFFICACY_PER_FACT]
         ]
-        value = {f: k for f, _, k in facts}
-        efficacy = [knows(ask(client, model, q), value[f]) for f, q in trained]
+        efficacy = [knows(ask(client, model, q), k) for k, q in trained]
         held_out_answers = [ask(client, model, q) for _, q, _ in facts]
         held_out = [knows(a, k) for a, (_, _, k) in zip(held_out_answers, facts, strict=True)]
         after_general = [ask(client, model, q) for q, _ in general]

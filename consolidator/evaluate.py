@@ -1,34 +1,39 @@
 """Gates an adapter must pass before it is served, measured through vLLM closed-book.
 
-- efficacy: questions it was trained on,
-- generalization: held-out rephrasings never trained on,
-- retention: general probe questions the base model answers right stay right,
-  and no answer degenerates into repetition; measured as served (the alias
-  routes by scope) and for the adapter alone,
-- no regression: facts consolidated by earlier adapters are still known.
+- efficacy: trained questions get what they expect, as served;
+- held-out, per passage: questions the model wrote (a procedure the training
+  questions never used), scored against the passage's statement, for the
+  adapter as served and for the base model closed-book on the same questions:
+  an adapter that leaves any passage below the base model is rejected;
+- retention: general probe questions the base model answers right stay right
+  and no answer degenerates, as served (routed) and for the adapter alone;
+  and the adapter's KL to the base model on general prompts (measured in training) stays small;
+- no regression: passages consolidated by earlier adapters are still known.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from pydantic import BaseModel
 
-from consolidator.data import FactQuestions, Probe, probe_set
-from consolidator.questions import answer_states, shape
+from consolidator.data import Dataset, PassageData, Probe, probe_set
+from consolidator.questions import expected_in
 from daemon.config import GatesConfig
 from daemon.engine.client import BASE_MODEL_NAME, EngineClient
 from daemon.memory.records import GateResult
-from daemon.memory.scope import Scope
 
 ANSWER_TOKENS = 48
-EFFICACY_SAMPLE = 4  # trained questions asked per fact
+EFFICACY_SAMPLE = 4  # trained questions asked per passage
+Routes = Callable[[list[str]], list[bool]]  # which questions the alias sends to the adapter
 
 
 class Evaluation(BaseModel):
     metrics: dict[str, float]
     gates: list[GateResult]
-    failures: list[str]  # examples of what went wrong, for the operator
+    failures: list[str]  # what went wrong, for the operator
+    per_passage: dict[str, dict[str, float]]
 
     @property
     def passed(self) -> bool:
@@ -47,104 +52,126 @@ def degenerate(answer: str, n: int = 4, limit: int = 3) -> bool:
     return any(grams.count(g) > limit for g in set(grams))
 
 
-def served_by(adapter: str, scope: Scope | None, question: str) -> str:
-    """The model memoryd's alias would use for this question (scope None = always the adapter)."""
-    return adapter if scope is None or scope.covers([question]) else BASE_MODEL_NAME
+async def ask(engine: EngineClient, models: list[str], questions: list[str]) -> list[str]:
+    """Each question asked closed-book of its model, all at once."""
 
-
-async def ask_served(
-    engine: EngineClient, adapter: str, scope: Scope | None, questions: list[str]
-) -> list[str]:
-    """Each question asked of the model the alias would route it to (scope None: ``adapter``)."""
-
-    async def one(q: str) -> str:
-        messages = [{"role": "user", "content": q}]
-        out = await engine.chat(served_by(adapter, scope, q), messages, max_tokens=ANSWER_TOKENS)
+    async def one(model: str, q: str) -> str:
+        out = await engine.chat(model, [{"role": "user", "content": q}], max_tokens=ANSWER_TOKENS)
         return out[0].text
 
-    return await asyncio.gather(*(one(q) for q in questions))
+    return await asyncio.gather(*(one(m, q) for m, q in zip(models, questions, strict=True)))
 
 
-def fraction(flags: list[bool]) -> float:
-    return sum(flags) / len(flags) if flags else 1.0
+def mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 1.0
 
 
-def stated(pairs: list[tuple[FactQuestions, str]], answers: list[str]) -> list[bool]:
-    """For each question, whether its answer states the fact."""
-    return [answer_states(a, shape(f.text), q) for (f, q), a in zip(pairs, answers, strict=True)]
-
-
-def misses(pairs: list[tuple[FactQuestions, str]], answers: list[str], ok: list[bool]) -> list[str]:
-    return [
-        f"{q} -> {a[:120]!r}"
-        for (_, q), a, good in zip(pairs, answers, ok, strict=True)
-        if not good
-    ]
+def gate(name: str, value: float, threshold: float, *, at_most: bool = False) -> GateResult:
+    passed = value <= threshold if at_most else value >= threshold
+    return GateResult(name=name, value=value, threshold=threshold, passed=passed)
 
 
 async def evaluate(
     engine: EngineClient,
     adapter: str,
-    facts: list[FactQuestions],
-    previous_fact_ids: set[str],
+    dataset: Dataset,
+    previous_passages: set[str],
     gates: GatesConfig,
-    scope: Scope | None,
+    routes: Routes,
+    general_kl: float,
 ) -> Evaluation:
-    """Scores as memoryd serves (``scope`` routes; None = the adapter answers everything).
-
-    Every question goes out at once, so that the engine batches them all.
-    """
-    trained = [(f, q) for f in facts for q in f.trained[:EFFICACY_SAMPLE]]
-    held = [(f, q) for f in facts for q in f.held_out]
+    """Scores as memoryd serves (``routes`` decides adapter or base per question)."""
+    trained = [(p, t) for p in dataset.passages for t in p.trained[:EFFICACY_SAMPLE]]
+    held = [(p, h) for p in dataset.passages for h in p.held_out]
     probes = probe_set()
-    trained_answers, held_answers, base_answers, new_answers = await asyncio.gather(
-        ask_served(engine, adapter, scope, [q for _, q in trained]),
-        ask_served(engine, adapter, scope, [q for _, q in held]),
-        ask_served(engine, BASE_MODEL_NAME, None, [p.question for p in probes]),
-        ask_served(engine, adapter, None, [p.question for p in probes]),
+    t_qs, h_qs, p_qs = (
+        [t.question for _, t in trained],
+        [h.question for _, h in held],
+        [p.question for p in probes],
     )
-    trained_ok, held_ok = stated(trained, trained_answers), stated(held, held_answers)
-    efficacy, general = fraction(trained_ok), fraction(held_ok)
-    previous = fraction(
+    t_route, h_route, p_route = routes(t_qs), routes(h_qs), routes(p_qs)
+
+    def served(route: list[bool]) -> list[str]:
+        return [adapter if r else BASE_MODEL_NAME for r in route]
+
+    t_ans, h_ans, h_base, p_base, p_new = await asyncio.gather(
+        ask(engine, served(t_route), t_qs),
+        ask(engine, served(h_route), h_qs),
+        ask(engine, [BASE_MODEL_NAME] * len(h_qs), h_qs),
+        ask(engine, [BASE_MODEL_NAME] * len(p_qs), p_qs),
+        ask(engine, [adapter] * len(p_qs), p_qs),
+    )
+    t_ok = [expected_in(a, t.expects) for (_, t), a in zip(trained, t_ans, strict=True)]
+    failures = [
+        f"trained {t.question!r} -> {a[:100]!r}"
+        for (_, t), a, ok in zip(trained, t_ans, t_ok, strict=True)
+        if not ok
+    ]
+
+    per_passage: dict[str, dict[str, float]] = {}
+    worse: list[str] = []
+    for p in dataset.passages:
+        rows = [i for i, (q, _) in enumerate(held) if q is p]
+        scores = [held[i][1].score(h_ans[i]) for i in rows]
+        base = [held[i][1].score(h_base[i]) for i in rows]
+        eff = [ok for (q, _), ok in zip(trained, t_ok, strict=True) if q is p]
+        per_passage[p.passage_id] = {
+            "efficacy": mean([float(x) for x in eff]),
+            "held_out": mean(scores),
+            "held_out_base": mean(base),
+            "held_out_questions": float(len(rows)),
+        }
+        if rows and mean(scores) < mean(base):
+            worse.append(_title(p))
+            failures.insert(
+                0,
+                f"passage {p.passage_id} ({_title(p)}): held-out {mean(scores):.2f} below the "
+                f"base model's {mean(base):.2f} on {len(rows)} questions",
+            )
+
+    known = [i for i, p in enumerate(probes) if probe_correct(p, p_base[i])]
+    broken = [i for i in known if not probe_correct(probes[i], p_new[i]) or degenerate(p_new[i])]
+    broken_served = [i for i in broken if p_route[i]]
+    failures += [f"probe {probes[i].question!r} -> {p_new[i][:100]!r}" for i in broken]
+    adapter_retention = 1 - len(broken) / len(known) if known else 1.0
+    retention = 1 - len(broken_served) / len(known) if known else 1.0
+    previous = mean(
         [
-            ok
-            for (f, _), ok in zip(trained, trained_ok, strict=True)
-            if f.fact_id in previous_fact_ids
+            float(ok)
+            for (p, _), ok in zip(trained, t_ok, strict=True)
+            if p.passage_id in previous_passages
         ]
     )
-
-    known = [i for i, p in enumerate(probes) if probe_correct(p, base_answers[i])]
-    broken = [
-        i
-        for i in known
-        if not probe_correct(probes[i], new_answers[i]) or degenerate(new_answers[i])
-    ]
-    lost = [f"{probes[i].question} -> {new_answers[i][:120]!r}" for i in broken]
-    lost_served = [i for i in broken if served_by(adapter, scope, probes[i].question) == adapter]
-    adapter_retention = 1 - len(broken) / len(known) if known else 1.0
-    retention = 1 - len(lost_served) / len(known) if known else 1.0
+    held_scores = [h.score(a) for (_, h), a in zip(held, h_ans, strict=True)]
+    held_base = [h.score(a) for (_, h), a in zip(held, h_base, strict=True)]
 
     metrics = {
-        "efficacy": efficacy,
-        "generalization": general,
+        "efficacy": mean([float(x) for x in t_ok]),
+        "held_out": mean(held_scores),
+        "held_out_base": mean(held_base),
+        "held_out_questions": float(len(held)),
+        "passages_below_base": float(len(worse)),
         "retention": retention,
         "adapter_retention": adapter_retention,
-        "previous_facts": previous,
+        "previous_passages": previous,
         "probes_known_by_base": float(len(known)),
+        "probes_routed_to_adapter": float(sum(p_route)),
+        "general_kl": general_kl,
     }
     results = [
-        GateResult(name="efficacy", value=efficacy, threshold=gates.efficacy_min, passed=efficacy >= gates.efficacy_min),
-        GateResult(name="generalization", value=general, threshold=gates.generalization_min, passed=general >= gates.generalization_min),
-        GateResult(name="retention", value=retention, threshold=gates.retention_min, passed=retention >= gates.retention_min),
-        GateResult(name="adapter_retention", value=adapter_retention, threshold=gates.adapter_retention_min, passed=adapter_retention >= gates.adapter_retention_min),
-        GateResult(name="previous_facts", value=previous, threshold=gates.efficacy_min, passed=previous >= gates.efficacy_min),
-    ]  # fmt: skip
+        gate("efficacy", metrics["efficacy"], gates.efficacy_min),
+        gate("held_out", metrics["held_out"], gates.generalization_min),
+        gate("passages_below_base", len(worse), gates.passages_below_base_max, at_most=True),
+        gate("retention", retention, gates.retention_min),
+        gate("adapter_retention", adapter_retention, gates.adapter_retention_min),
+        gate("general_kl", general_kl, gates.general_kl_max, at_most=True),
+        gate("previous_passages", previous, gates.efficacy_min),
+    ]
     return Evaluation(
-        metrics=metrics,
-        gates=results,
-        failures=(
-            misses(trained, trained_answers, trained_ok)
-            + misses(held, held_answers, held_ok)
-            + lost
-        )[:20],
+        metrics=metrics, gates=results, failures=failures[:20], per_passage=per_passage
     )
+
+
+def _title(p: PassageData) -> str:
+    first = p.statements[0] if p.statements else p.text
+    return first[:60]

@@ -16,10 +16,11 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import TypeVar
 
+import numpy as np
+
 from consolidator.checkpoint import Checkpoint, checkpoint_key
-from consolidator.data import Dataset, build_dataset
+from consolidator.data import Dataset, build_dataset, probe_set
 from consolidator.evaluate import evaluate
-from consolidator.questions import key_terms, shape
 from consolidator.train import train_adapter
 from consolidator.yielding import YieldingEngine
 from daemon import logs
@@ -31,11 +32,12 @@ from daemon.memory.records import (
     Consolidation,
     Fact,
     FactStatus,
+    Passage,
     RunState,
     Step,
     now,
 )
-from daemon.memory.scope import Scope
+from daemon.memory.relevance import ROUTING_FILE, Embedder, Relevance
 from daemon.memory.store import Store, connect, fingerprint
 
 log = logging.getLogger("memoryd.consolidator")
@@ -73,20 +75,25 @@ async def consolidate(settings: Settings, store: Store, engine: EngineClient, ru
     name = adapter_name(version)
     final_dir = adapter_dir(settings.adapters_dir, version)
 
-    facts = await rec.step("select", store.eligible_facts(cfg.min_conversations))
-    run.fact_ids = [f.id for f in facts]
-    rec.run.steps[-1].detail["facts"] = len(facts)
-    await store.set_last_attempt(fingerprint(run.fact_ids))
-    if not facts:
-        return await reject(store, run, ["no fact recurred in enough conversations"])
-    previous = {f.id for f in facts if f.status == FactStatus.consolidated}
+    selected = await rec.step("select", store.eligible(cfg.min_conversations))
+    run.passage_ids = [p.id for p, _ in selected]
+    run.fact_ids = [f.id for _, facts in selected for f in facts if f.status.active]
+    rec.run.steps[-1].detail.update(passages=len(selected), facts=len(run.fact_ids))
+    await store.set_last_attempt(fingerprint(run.passage_ids + run.fact_ids))
+    if not selected:
+        return await reject(store, run, ["no passage recurred in enough conversations"])
+    previous = {p.id for p, _ in selected if p.status == FactStatus.consolidated}
     model_dir = settings_model_dir(settings)
     checkpoint = Checkpoint(
-        settings.checkpoints_dir, checkpoint_key(run.fact_ids, cfg.training, model_dir)
+        settings.checkpoints_dir,
+        checkpoint_key(run.passage_ids + run.fact_ids, cfg.training, model_dir),
     )
     checkpoint.open()
 
-    dataset, reused = await rec.step("data", dataset_for(checkpoint, facts, engine, cfg.training))
+    embedder = Embedder()
+    dataset, reused = await rec.step(
+        "data", dataset_for(checkpoint, selected, engine, cfg.training, embedder)
+    )
     rec.run.steps[-1].detail.update(dataset.counts(), from_checkpoint=reused)
 
     async def on_epoch(epoch: int, loss: float, seconds: float) -> None:
@@ -97,6 +104,7 @@ async def consolidate(settings: Settings, store: Store, engine: EngineClient, ru
         )
 
     loop = asyncio.get_running_loop()
+    statements = [s for p in dataset.passages for s in p.statements]
     with staged(final_dir) as partial_dir:  # vN exists whole or not at all
         train_metrics = await rec.step(
             "train",
@@ -110,6 +118,8 @@ async def consolidate(settings: Settings, store: Store, engine: EngineClient, ru
                     on_epoch(epoch, loss, secs), loop
                 ).result(),
                 checkpoint,
+                {p.passage_id: p.text for p in dataset.passages},
+                [p.question for p in probe_set()],
             ),
         )
         if train_metrics["resumed_from_epoch"]:
@@ -118,16 +128,18 @@ async def consolidate(settings: Settings, store: Store, engine: EngineClient, ru
             )
         run.metrics.update({k: round(v, 4) for k, v in train_metrics.items()})
 
-        terms = sorted(fact_key_terms(model_dir, [f.text for f in facts]))
+        vectors = await asyncio.to_thread(embedder.embed, statements)
+        np.save(partial_dir / ROUTING_FILE, vectors)
         (partial_dir / "dataset.json").write_text(dataset.model_dump_json(indent=1))
         manifest = AdapterManifest(
             version=version,
             name=name,
             base_model=str(model_dir),
             created_at=now(),
-            fact_ids=[f.id for f in facts],
-            facts=[f.text for f in facts],
-            key_terms=terms,
+            passage_ids=run.passage_ids,
+            fact_ids=run.fact_ids,
+            facts=statements,
+            routing=ROUTING_FILE,
             examples=dataset.counts(),
             training=cfg.training.model_dump(),
             metrics=dict(run.metrics),
@@ -138,31 +150,46 @@ async def consolidate(settings: Settings, store: Store, engine: EngineClient, ru
     run.adapter, run.adapter_path = name, str(final_dir)
 
     await engine.load_adapter(name, str(final_dir.resolve()))
-    scope = Scope(terms) if settings.routing == "relevant" else None
+    relevance = Relevance(vectors, settings.routing_threshold)
+
+    def routes(questions: list[str]) -> list[bool]:
+        if settings.routing == "always" or not questions:
+            return [True] * len(questions)
+        return [relevance.covers(v) for v in embedder.embed(questions)]
+
     result = await rec.step(
-        "evaluate", evaluate(engine, name, dataset.facts, previous, cfg.gates, scope)
+        "evaluate",
+        evaluate(engine, name, dataset, previous, cfg.gates, routes, run.metrics["general_kl"]),
     )
     run.metrics.update({k: round(v, 4) for k, v in result.metrics.items()})
     run.gates = result.gates
+    rec.run.steps[-1].detail["per_passage"] = result.per_passage
     if result.passed:
         await store.save_run(run)
         await store.event(run.id, "passed", **result.metrics)
         return EXIT_PASSED
     await engine.unload_adapter(name)
     reasons = [
-        f"{g.name} {g.value:.2f} below {g.threshold:.2f}" for g in result.gates if not g.passed
+        f"{g.name} {g.value:.2f} {'above' if g.name == 'passages_below_base' else 'below'} "
+        f"{g.threshold:.2f}"
+        for g in result.gates
+        if not g.passed
     ]
     return await reject(store, run, reasons + result.failures[:10])
 
 
 async def dataset_for(
-    checkpoint: Checkpoint, facts: list[Fact], engine: EngineClient, training: TrainingConfig
+    checkpoint: Checkpoint,
+    selected: list[tuple[Passage, list[Fact]]],
+    engine: EngineClient,
+    training: TrainingConfig,
+    embedder: Embedder,
 ) -> tuple[Dataset, bool]:
-    """The checkpoint's dataset when a run for the same facts got that far, else a new one."""
+    """The checkpoint's dataset when a run for the same memory got that far, else a new one."""
     dataset = checkpoint.load_dataset()
     if dataset is not None:
         return dataset, True
-    dataset = await build_dataset(facts, engine, training)
+    dataset = await build_dataset(selected, engine, training, embedder)
     checkpoint.save_dataset(dataset)
     return dataset, False
 
@@ -172,17 +199,6 @@ async def reject(store: Store, run: Consolidation, reasons: list[str]) -> int:
     await store.save_run(run)
     await store.event(run.id, "rejected", reasons=reasons)
     return EXIT_REJECTED
-
-
-def fact_key_terms(model_dir: Path, texts: list[str]) -> set[str]:
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-
-    def pieces(word: str) -> int:
-        return len(tokenizer(word, add_special_tokens=False)["input_ids"])
-
-    return {term for text in texts for term in key_terms(shape(text), pieces)}
 
 
 def settings_model_dir(settings: Settings) -> Path:

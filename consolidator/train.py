@@ -1,9 +1,12 @@
 """Train a fresh LoRA adapter on a dataset, from the base model, top to bottom.
 
-Chat-formatted examples with the loss on the answer tokens only. The adapter is
-saved with PEFT's save_pretrained, which vLLM loads at runtime. After every epoch
-but the last the whole training state goes to the checkpoint, and a run that
-finds one there continues from it with the same batches it would have seen.
+Chat-formatted examples with the loss on the answer tokens only; with
+``self_distill_every`` also the student's own answers scored by the teacher
+(consolidator.selfdistill). Every knob comes from TrainingConfig and is recorded
+in the adapter's manifest. The adapter is saved with PEFT's save_pretrained,
+which vLLM loads at runtime. After every epoch but the last the whole training
+state goes to the checkpoint, and a run that finds one there continues from it
+with the same batches it would have seen.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 
 from consolidator.checkpoint import Checkpoint
 from consolidator.data import Example
+from consolidator.questions import teacher_context
+from consolidator.selfdistill import self_distill_loss
 from daemon.config import TrainingConfig
 
 IGNORE = -100
@@ -127,6 +132,65 @@ def answer_loss(
     return per_token.mean()
 
 
+def warmup_then_linear_decay(step: int, warmup: int, total: int) -> float:
+    """Learning-rate multiplier: a linear ramp over ``warmup`` steps, then linear to zero."""
+    if step < warmup:
+        return (step + 1) / warmup  # ramp: the fresh LoRA's first updates stay small
+    return max(0.0, (total - step) / max(1, total - warmup))  # decay: settle by the end
+
+
+def autocast_dtype(setting: str, device: str) -> torch.dtype:
+    """bfloat16 on the CPU and on GPUs that have it, float16 on older GPUs."""
+    if setting != "auto":
+        dtype: torch.dtype = getattr(torch, setting)
+        return dtype
+    if device == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
+def general_kl(model: PeftModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str]) -> float:
+    """Mean KL(base || adapter) of the next-token distributions over general prompts.
+
+    Forgetting tracks this forward KL on text the adapter was not trained on
+    (RL's Razor): the retention probes' questions, read up to where the answer
+    would start. Only the question's own positions count, not the chat template's.
+    """
+    if not prompts:
+        return 0.0
+    causal_lm: Any = model.get_base_model()
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    rows, tails = [], []
+    for p in prompts:
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False
+        )
+        rows.append(tokenizer(text, add_special_tokens=False)["input_ids"])
+        tails.append(len(tokenizer(p, add_special_tokens=False)["input_ids"]) + 4)
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    keep = torch.zeros((len(rows), width), dtype=torch.bool)
+    for i, (r, tail) in enumerate(zip(rows, tails, strict=True)):
+        ids[i, : len(r)] = torch.tensor(r)
+        mask[i, : len(r)] = 1
+        keep[i, max(0, len(r) - tail) : len(r)] = True
+    ids, mask, keep = ids.to(model.device), mask.to(model.device), keep.to(model.device)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        adapted = causal_lm.lm_head(
+            causal_lm.model(input_ids=ids, attention_mask=mask).last_hidden_state[keep]
+        )
+        with model.disable_adapter():
+            base = causal_lm.lm_head(
+                causal_lm.model(input_ids=ids, attention_mask=mask).last_hidden_state[keep]
+            )
+    model.train(was_training)
+    log_a, log_b = torch.log_softmax(adapted.float(), -1), torch.log_softmax(base.float(), -1)
+    return float((log_b.exp() * (log_b - log_a)).sum(-1).mean())
+
+
 def train_adapter(
     model_dir: Path,
     examples: list[Example],
@@ -134,38 +198,49 @@ def train_adapter(
     out_dir: Path,
     on_epoch: Callable[[int, float, float], None] = lambda epoch, loss, seconds: None,
     checkpoint: Checkpoint | None = None,
+    contexts: dict[str, str] | None = None,
+    general_prompts: list[str] | None = None,
 ) -> dict[str, float]:
-    """Train and save to ``out_dir``; returns final loss and timing."""
+    """Train and save to ``out_dir``; returns final loss, timing and the KL to the base model.
+
+    ``contexts``: passage id -> the passage as the teacher reads it, for self-distillation.
+    ``general_prompts``: prompts never trained on, for ``general_kl``.
+    """
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = autocast_dtype(cfg.dtype, device)
     base: Any = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     model = get_peft_model(
         base.to(device),
         LoraConfig(
             r=cfg.rank,
             lora_alpha=cfg.alpha,
-            lora_dropout=0.0,
+            lora_dropout=cfg.lora_dropout,
             target_modules=cfg.target_modules,
             task_type="CAUSAL_LM",
         ),
     )
     encoded = [encode(tokenizer, e, cfg.max_seq_len) for e in examples]
+    distilled = [
+        (e.question, teacher_context(contexts[e.passage_id], e.focus))
+        for e in examples
+        if e.kind == "fact" and contexts and e.passage_id in contexts
+    ]
     steps_per_epoch = math.ceil(len(encoded) / cfg.batch_size)
     # A handful of facts makes a short epoch: train for at least min_steps.
     epochs = max(cfg.epochs, math.ceil(cfg.min_steps / steps_per_epoch))
     total_steps = steps_per_epoch * epochs
     optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate, weight_decay=0.0
+        [p for p in model.parameters() if p.requires_grad],
+        lr=cfg.learning_rate,
+        weight_decay=cfg.weight_decay,
     )
-    warmup = max(1, total_steps // 20)
+    warmup = max(1, int(total_steps * cfg.warmup_fraction))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda step: min(
-            (step + 1) / warmup, max(0.0, (total_steps - step) / (total_steps - warmup))
-        ),
+        optimizer, lambda step: warmup_then_linear_decay(step, warmup, total_steps)
     )
 
     first_epoch = 0
@@ -192,24 +267,39 @@ def train_adapter(
     model.train()
     started = time.monotonic()
     loss_value = float("nan")
+    distill_losses: list[float] = []
+    step = first_epoch * steps_per_epoch
     for epoch in range(first_epoch, epochs):
         epoch_start = time.monotonic()
         losses = []
         for ids, labels, mask, anchored in batches(encoded, cfg.batch_size, pad_id, rng):
             ids, labels, mask, anchored = (t.to(device) for t in (ids, labels, mask, anchored))
-            with torch.autocast(device, dtype=torch.bfloat16):
+            with torch.autocast(device, dtype=dtype):
                 loss = answer_loss(model, ids, labels, mask, anchored, cfg.kl_weight)
+                if cfg.self_distill_every and distilled and step % cfg.self_distill_every == 0:
+                    chosen = rng.sample(distilled, min(cfg.batch_size, len(distilled)))
+                    sd = self_distill_loss(
+                        model,
+                        tokenizer,
+                        [q for q, _ in chosen],
+                        [c for _, c in chosen],
+                        max_new_tokens=cfg.self_distill_tokens,
+                    )
+                    loss = loss + cfg.self_distill_weight * sd
+                    distill_losses.append(sd.item())
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             losses.append(loss.item())
+            step += 1
         loss_value = sum(losses) / len(losses)
         if checkpoint and epoch + 1 < epochs:
             checkpoint.save_training_state(save_state(epoch + 1))
         on_epoch(epoch + 1, loss_value, time.monotonic() - epoch_start)
 
+    kl = general_kl(model, tokenizer, general_prompts or [])
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out_dir))
     return {
@@ -218,4 +308,6 @@ def train_adapter(
         "steps": float(total_steps),
         "resumed_from_epoch": float(first_epoch),
         "epochs": float(epochs),
+        "self_distill_kl": sum(distill_losses) / len(distill_losses) if distill_losses else 0.0,
+        "general_kl": kl,
     }

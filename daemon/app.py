@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from daemon import services as lifecycle
-from daemon.api import admin, public
+from daemon.api import admin, memory, public
 from daemon.api.errors import (
     APIError,
     api_error_handler,
@@ -71,6 +71,7 @@ def create_app(
         public.router, dependencies=[Depends(_check(lambda: server.api_keys, "/v1"))]
     )
     app.include_router(admin.router, dependencies=[Depends(_check(admin_keys, "/admin"))])
+    app.include_router(memory.router, dependencies=[Depends(_check(admin_keys, "/admin"))])
     app.include_router(admin.health)
     app.add_api_route(
         "/metrics",

@@ -87,11 +87,14 @@ class Consolidator:
         if self.phase != Phase.idle or not idle or not self.enabled:
             return
         await self.expire()
-        facts = await self.store.eligible_facts(cfg.min_conversations)
-        current = fingerprint(f.id for f in facts)
+        selected = await self.store.eligible(cfg.min_conversations)
+        current = fingerprint(
+            [p.id for p, _ in selected]
+            + [f.id for _, fs in selected for f in fs if f.status.active]
+        )
         if current == await self.store.last_attempt():
             return
-        if facts:
+        if selected:
             await self.start("idle")
         elif self.swapper.active:
             # Every consolidated fact was forgotten: nothing left to remember.
@@ -216,9 +219,13 @@ class Consolidator:
             run.state, run.error = RunState.failed, f"promotion failed: {exc}"
         else:
             run.state = RunState.promoted
-            # A fact forgotten or replaced while the run trained stays so.
+            # A fact or passage forgotten or replaced while the run trained stays so.
             kept = await self.store.active_ids(run.fact_ids)
             await self.store.set_status(kept, FactStatus.consolidated, run_id)
+            passages = [
+                p.id for p in await self.store.passages_by_id(run.passage_ids) if p.status.active
+            ]
+            await self.store.set_passage_status(passages, FactStatus.consolidated, run_id)
             run.metrics["promote_seconds"] = round(now() - started, 3)
         run.finished_at = now()
         await self.store.save_run(run)

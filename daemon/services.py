@@ -25,6 +25,7 @@ from daemon.consolidation import Consolidator
 from daemon.engine.client import EngineClient
 from daemon.engine.process import ManagedEngine, has_nvidia_gpu
 from daemon.engine.swap import Swapper
+from daemon.memory.language import Language
 from daemon.memory.observer import Observer
 from daemon.memory.store import Store, connect
 from daemon.metrics import Metrics
@@ -102,7 +103,12 @@ async def start(settings: Settings) -> Services:
         engines = [managed.client]
 
     swapper = Swapper(
-        engines, store, settings.adapters_dir, settings.served_model_name, settings.routing
+        engines,
+        store,
+        settings.adapters_dir,
+        settings.served_model_name,
+        settings.routing,
+        settings.routing_threshold,
     )
     await swapper.restore()
     if managed:
@@ -117,7 +123,7 @@ async def start(settings: Settings) -> Services:
     )
     activity.on_busy = consolidator.on_chat
     await consolidator.recover()
-    observer = Observer(store, settings.observer)
+    observer = Observer(store, settings.observer, Language())
     observer.start()
 
     scheduler = AsyncIOScheduler()

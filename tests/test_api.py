@@ -177,7 +177,10 @@ def test_observer_counts_distinct_conversations_once(daemon: Daemon) -> None:
     seen = wait_for_fact(daemon, fact, 1)
     assert seen["conversations"] == 1  # the re-sent history did not count again
     assert seen["hits"] == 2
-    assert "When do you open?" in seen["questions"]
+    passage = daemon.admin("GET", f"/admin/passages/{seen['passage']}").json()
+    assert passage["text"] == f"You answer questions about a bakery. {fact}"
+    assert [f["text"] for f in passage["facts"]] == [fact]  # the instruction is not a fact
+    assert passage["questions"] == ["And on Friday?", "When do you open?"]
 
     for question in ("Are you open early?", "Do you sell bread?"):
         client.chat.completions.create(

@@ -34,15 +34,16 @@ FILE_LIMIT_BYTES = 1 << 20  # a LoRA adapter of the bundled model is about 20 Mi
 SMALL_RECIPE = {
     "epochs": 2,
     "min_steps": 0,
-    "questions_per_fact": 4,
-    "generated_questions_per_fact": 1,
+    "phrasings_per_question": 1,
     "replay_examples": 16,
 }
 NO_GATES = {
     "efficacy_min": 0,
     "generalization_min": 0,
+    "passages_below_base_max": 100,
     "retention_min": 0,
     "adapter_retention_min": 0,
+    "general_kl_max": 1000,
 }
 
 
@@ -226,6 +227,47 @@ def test_an_adapter_that_forgets_is_rejected_and_the_old_one_serves(
     assert_serves(faulty, active)
     assert f"mem-v{run['id']}" not in [m.id for m in faulty.openai().models.list().data]
     assert (faulty.state_dir / "adapters" / f"v{run['id']}").is_dir()  # kept, to inspect
+
+
+KNOWN_TO_BASE = "The Eiffel Tower was built in 1889 in Paris."
+
+
+def test_an_adapter_worse_than_base_on_held_out_questions_is_rejected(
+    faulty: Daemon, config_file: Path
+) -> None:
+    """A passage the base model already knows, learned at a rate that breaks the adapter.
+
+    The held-out questions about it ("In what year was the Eiffel Tower built in
+    Paris?") are answered by the base model closed-book; the broken adapter answers
+    them worse, and that alone rejects it, naming the passage and both numbers.
+    """
+    active = status(faulty)["active_version"]
+    write_config(
+        config_file,
+        {**SMALL_RECIPE, "replay_examples": 0, "learning_rate": 0.05},
+        {**NO_GATES, "passages_below_base_max": 0},
+    )
+    assert faulty.proc is not None
+    faulty.proc.send_signal(signal.SIGHUP)
+    wait_until(
+        "the reload", lambda: "consolidation.gates.passages_below_base_max" in faulty.tail(20), 30, faulty
+    )
+    latest = max(r["id"] for r in faulty.admin("GET", "/admin/consolidations").json()["consolidations"])
+    try:
+        deliver_recurring(faulty.openai(), [KNOWN_TO_BASE], max_tokens=4)
+        started, _ = running_run(faulty, after=latest)
+        run = wait_for_run(faulty, RUN_TIMEOUT_S, started)
+    finally:
+        write_config(config_file, SMALL_RECIPE, NO_GATES)
+        faulty.proc.send_signal(signal.SIGHUP)
+    assert run["state"] == "rejected", run
+    assert any(r.startswith("passages_below_base") for r in run["reasons"]), run["reasons"]
+    named = [r for r in run["reasons"] if r.startswith("passage ") and "Eiffel" in r]
+    assert named and "below the base model's" in named[0], run["reasons"]
+    per_passage = step_detail(run, "evaluate")["per_passage"]
+    worse = [p for p in per_passage.values() if p["held_out"] < p["held_out_base"]]
+    assert worse and all(p["held_out_questions"] > 0 for p in worse)
+    assert_serves(faulty, active)
 
 
 def test_redis_killed_and_restarted_loses_nothing(faulty: Daemon) -> None:

@@ -1,18 +1,21 @@
-"""Segmentation, normalization and redaction: what reaches Redis from a context."""
+"""Reading context: passages, statements with references resolved, redaction."""
 
 from __future__ import annotations
 
 import pytest
 
-from daemon.config import ObserverConfig
-from daemon.memory.observer import conversation_key, observe
+from daemon.memory.language import Language
+from daemon.memory.observer import context_of, conversation_key
+from daemon.memory.passages import split_passages, statements
 from daemon.memory.redact import redact
-from daemon.memory.segment import fact_id, segment
+from daemon.memory.segment import fact_id
 from daemon.memory.statement import Statement, relation
 
+LANG = Language()
 
-def seg(text: str) -> list[str]:
-    return segment(text, min_chars=10, max_chars=400)
+
+def seg(text: str, min_chars: int = 10, max_chars: int = 400) -> list[str]:
+    return [e.text for e in statements(LANG, text, min_chars, max_chars)]
 
 
 def test_prose_splits_into_sentences() -> None:
@@ -58,7 +61,49 @@ def test_instructions_to_the_assistant_are_not_facts() -> None:
 
 
 def test_too_short_and_too_long_are_skipped() -> None:
-    assert segment("Tiny. " + "A" * 50 + ".", min_chars=10, max_chars=30) == []
+    assert seg("Tiny. " + "A" * 50 + ".", min_chars=10, max_chars=30) == []
+
+
+def test_references_are_resolved_from_the_passage() -> None:
+    text = """# Odile Brenner
+
+Odile Brenner is a Belgian glassmaker. She was born in 1949 in Vaux-le-Lac, where her
+brother, Lucien Brenner, kept the ferry. He drowned in 1971.
+
+The glassmaker opened her first workshop in 1975. Her best-known window, the Tern Rose,
+hangs in Saint-Arnoul. It took her six years to finish it. In 2002 she was awarded the
+Merlot Medal."""
+    assert seg(text) == [
+        "Odile Brenner is a Belgian glassmaker.",
+        "Odile Brenner was born in 1949 in Vaux-le-Lac, where Odile Brenner's brother, "
+        "Lucien Brenner, kept the ferry.",
+        "Lucien Brenner drowned in 1971.",
+        "Odile Brenner opened Odile Brenner's first workshop in 1975.",
+        "Odile Brenner's best-known window, the Tern Rose, hangs in Saint-Arnoul.",
+        "It took Odile Brenner six years to finish it.",
+        "In 2002 Odile Brenner was awarded the Merlot Medal.",
+    ]
+
+
+def test_a_company_named_once_is_what_the_company_means() -> None:
+    text = (
+        "Harrow & Finch is a freight company based in Dunmore. The company reimburses travel "
+        "within 30 days. Visitors must be escorted above the second floor."
+    )
+    assert seg(text) == [
+        "Harrow & Finch is a freight company based in Dunmore.",
+        "Harrow & Finch reimburses travel within 30 days.",
+        "Visitors must be escorted above the second floor.",
+    ]
+
+
+def test_long_messages_split_into_sections() -> None:
+    section = "The depot opens at nine on weekdays.\n\n" * 40
+    text = f"# Depot\n\n{section}# Harbour\n\nThe harbour closes at dusk."
+    passages = split_passages(text, max_chars=600)
+    assert len(passages) > 2 and all(len(p) <= 600 for p in passages)
+    assert passages[-1].startswith("# Harbour") and "dusk" in passages[-1]
+    assert split_passages("A short system prompt.") == ["A short system prompt."]
 
 
 @pytest.mark.parametrize(
@@ -102,7 +147,7 @@ def test_ordinary_numbers_survive() -> None:
     assert redact(text) == text
 
 
-def test_observe_takes_context_and_question() -> None:
+def test_context_is_system_and_pasted_text_and_the_question_is_the_last_turn() -> None:
     messages = [
         {
             "role": "system",
@@ -112,21 +157,18 @@ def test_observe_takes_context_and_question() -> None:
         {"role": "assistant", "content": "Sure, the support line opens at nine."},
         {"role": "user", "content": "When does support open?"},
     ]
-    obs = observe(messages, "c1", ObserverConfig(min_chars=10))
-    texts = [t for _, t in obs.facts]
-    assert texts == [
-        "Our support line opens at nine.",
-        "Mail [REDACTED:email] for refunds.",
-        "Hi there, I need some help please.",
+    passages, question = context_of(messages)
+    assert [t for _, t in passages] == [
+        "Our support line opens at nine. Mail [REDACTED:email] for refunds."
     ]
-    assert obs.question == "When does support open?"
+    assert question == "When does support open?"
 
 
 def test_a_long_last_message_is_pasted_context() -> None:
     pasted = "Please summarise this. " + "The Orla Bridge opened in 1931. " * 2 + "x" * 300
-    obs = observe([{"role": "user", "content": pasted}], "c2", ObserverConfig(min_chars=10))
-    assert obs.question is None
-    assert "The Orla Bridge opened in 1931." in [t for _, t in obs.facts]
+    passages, question = context_of([{"role": "user", "content": pasted}])
+    assert question is None
+    assert "The Orla Bridge opened in 1931." in seg(passages[0][1])
 
 
 def test_conversation_key_is_stable_as_history_grows() -> None:

@@ -4,34 +4,94 @@ from __future__ import annotations
 
 import time
 
+from daemon.config import ObserverConfig
+from daemon.memory.language import Language
+from daemon.memory.observer import observe
 from daemon.memory.records import FactStatus, RunState
 from daemon.memory.segment import fact_id
-from daemon.memory.store import Observation, Store, connect, fingerprint
+from daemon.memory.store import Store, connect, fingerprint
 from tests.conftest import RedisServer
+
+LANG = Language()
+
+
+async def seen(store: Store, conversation: str, context: str, question: str = "Hi!") -> None:
+    """One request carrying ``context`` as its system prompt, read as the observer reads it."""
+    messages = [{"role": "system", "content": context}, {"role": "user", "content": question}]
+    obs = await observe(store, LANG, messages, conversation, ObserverConfig(min_chars=10))
+    await store.record(obs, questions_kept=3)
+
+
+async def eligible(store: Store, min_conversations: int) -> list[str]:
+    """The active statements a consolidation would learn, passage by passage."""
+    return [
+        f.text
+        for _, facts in await store.eligible(min_conversations)
+        for f in facts
+        if f.status.active
+    ]
 
 
 async def test_conversations_count_once_and_questions_are_capped(redis_server: RedisServer) -> None:
     redis = connect(redis_server.url)
     store = Store(redis, "t")
-    fact = ("f1", "The depot closes at noon on Sundays.")
+    text = "The depot closes at noon on Sundays."
     for i in range(5):
-        question = f"When does the depot close, {i}?"
-        await store.record(Observation("conv-a", [fact], question), questions_kept=3)
-    await store.record(Observation("conv-a", [fact], "Hi! Can you help me?"), questions_kept=3)
-    await store.record(Observation("conv-b", [fact], None), questions_kept=3)
-    got = await store.fact("f1")
-    assert got is not None
-    assert got.conversations == 2 and got.hits == 7
-    # The latest three questions about the fact; the greeting names nothing in it.
-    assert got.questions == [f"When does the depot close, {i}?" for i in (4, 3, 2)]
+        await seen(store, "conv-a", text, f"When does the depot close, {i}?")
+    await seen(store, "conv-b", text)
+    passage = await store.passage(fact_id(text))
+    got = await store.fact(fact_id(text))
+    assert passage is not None and got is not None
+    assert passage.conversations == 2 and passage.hits == 6
+    assert got.conversations == 2 and got.hits == 6 and got.passage == passage.id
+    # The latest three questions asked with the passage in context.
+    assert passage.questions == ["Hi!", *(f"When does the depot close, {i}?" for i in (4, 3))]
     assert got.status == FactStatus.pending
-    assert [f.id for f in await store.eligible_facts(2)] == ["f1"]
-    assert await store.eligible_facts(3) == []
+    assert await eligible(store, 2) == [text]
+    assert await eligible(store, 3) == []
 
-    await store.set_status(["f1"], FactStatus.forgotten)
-    await store.record(Observation("conv-c", [fact], None), questions_kept=3)
-    assert (await store.fact("f1")).status == FactStatus.forgotten  # type: ignore[union-attr]
-    assert await store.eligible_facts(1) == []
+    await store.forget_passage(passage, "operator")
+    await seen(store, "conv-c", text)
+    assert (await store.fact(got.id)).status == FactStatus.forgotten  # type: ignore[union-attr]
+    assert await eligible(store, 1) == []
+    await redis.aclose()
+
+
+async def test_a_passage_keeps_its_statements_resolved(redis_server: RedisServer) -> None:
+    redis = connect(redis_server.url)
+    store = Store(redis, "t")
+    bio = (
+        "Ilse Varga-Moreau is a Hungarian cartographer. She was born in 1958 in Kestrel Point. "
+        "Her father, Anton Varga, built fishing boats. He retired in 1990.\n\n"
+        "The cartographer drew the first survey of the Ormond Reefs in 1984."
+    )
+    for i in range(3):
+        await seen(store, f"c{i}", bio)
+    [(passage, facts)] = await store.eligible(3)
+    assert passage.text == bio
+    assert [f.text for f in facts] == [
+        "Ilse Varga-Moreau is a Hungarian cartographer.",
+        "Ilse Varga-Moreau was born in 1958 in Kestrel Point.",
+        "Ilse Varga-Moreau's father, Anton Varga, built fishing boats.",
+        "Anton Varga retired in 1990.",
+        "Ilse Varga-Moreau drew the first survey of the Ormond Reefs in 1984.",
+    ]
+    assert facts[1].source == "She was born in 1958 in Kestrel Point."
+    await redis.aclose()
+
+
+async def test_unresolved_descriptions_of_different_people_do_not_contradict(
+    redis_server: RedisServer,
+) -> None:
+    """Two passages' "The author's full name is ..." are about two people, not one changing."""
+    redis = connect(redis_server.url)
+    store = Store(redis, "t")
+    await seen(store, "a", "The author's full name is Petra Lind.")
+    await seen(store, "b", "The author's full name is Omar Haddad.")
+    assert sorted(await eligible(store, 1)) == [
+        "The author's full name is Omar Haddad.",
+        "The author's full name is Petra Lind.",
+    ]
     await redis.aclose()
 
 
@@ -56,10 +116,6 @@ async def test_runs_and_active_version(redis_server: RedisServer) -> None:
     await redis.aclose()
 
 
-def observed(text: str) -> tuple[str, str]:
-    return fact_id(text), text
-
-
 async def test_rewordings_count_on_one_fact(redis_server: RedisServer) -> None:
     redis = connect(redis_server.url)
     store = Store(redis, "t")
@@ -69,18 +125,21 @@ async def test_rewordings_count_on_one_fact(redis_server: RedisServer) -> None:
         "The harbour master of the port of Port Elsmere was Ines Marlowe!",
     ]
     for i, text in enumerate(wordings):
-        await store.record(Observation(f"conv-{i}", [observed(text)], None), questions_kept=3)
+        await seen(store, f"conv-{i}", text)
     other = "The ferry to Port Elsmere leaves from pier eleven."
-    await store.record(Observation("conv-x", [observed(other)], None), questions_kept=3)
+    await seen(store, "conv-x", other)
     # Seen again later, a merged wording goes straight to its fact.
-    await store.record(Observation("conv-3", [observed(wordings[2])], None), questions_kept=3)
+    await seen(store, "conv-3", wordings[2])
 
     facts = {f.text: f for f in await store.facts()}
     assert set(facts) == {wordings[0], other}
     merged = facts[wordings[0]]
     assert merged.conversations == 4 and merged.hits == 4
     assert merged.variants == [wordings[2]]  # wordings[1] has the same id (case, punctuation)
-    assert [f.text for f in await store.eligible_facts(3)] == [wordings[0]]
+    # Recurrence is counted per passage (the first two wordings are one passage by their id,
+    # the third is seen in two conversations); every passage names the one merged fact.
+    assert await eligible(store, 2) == [wordings[0], wordings[0]]
+    assert await eligible(store, 1) == [wordings[0], wordings[0], other]
     await redis.aclose()
 
 
@@ -92,19 +151,19 @@ async def test_a_newer_contradicting_statement_replaces_the_older(
     old = "The capital of Zorvath is Quillmere."
     new = "The capital of Zorvath is Brightwater."
     for i in range(3):
-        await store.record(Observation(f"old-{i}", [observed(old)], None), questions_kept=3)
-    assert [f.text for f in await store.eligible_facts(3)] == [old]
+        await seen(store, f"old-{i}", old)
+    assert await eligible(store, 3) == [old]
     for i in range(3):
-        await store.record(Observation(f"new-{i}", [observed(new)], None), questions_kept=3)
+        await seen(store, f"new-{i}", new)
 
     before, after = await store.fact(fact_id(old)), await store.fact(fact_id(new))
     assert before is not None and after is not None
     assert before.status == FactStatus.replaced and before.replaced_by == after.id
     assert after.status == FactStatus.pending and after.replaces == before.id
     assert before.reason and "newer statement" in before.reason
-    assert [f.text for f in await store.eligible_facts(3)] == [new]
+    assert await eligible(store, 3) == [new]
     # Restating the old value later does not bring it back.
-    await store.record(Observation("old-again", [observed(old)], None), questions_kept=3)
+    await seen(store, "old-again", old)
     assert (await store.fact(fact_id(old))).status == FactStatus.replaced  # type: ignore[union-attr]
     await redis.aclose()
 
@@ -112,20 +171,17 @@ async def test_a_newer_contradicting_statement_replaces_the_older(
 async def test_facts_not_seen_for_the_ttl_expire(redis_server: RedisServer) -> None:
     redis = connect(redis_server.url)
     store = Store(redis, "t")
-    stale, fresh = (
-        observed("The old depot closed in 1998."),
-        observed("The new depot opened in 2024."),
-    )
-    await store.record(Observation("a", [stale], None), questions_kept=3)
+    stale, fresh = "The old depot closed in 1998.", "The new depot opened in 2024."
+    await seen(store, "a", stale)
     cutoff = time.time()
-    await store.record(Observation("b", [fresh], None), questions_kept=3)
-    await store.set_status([fresh[0]], FactStatus.consolidated, 1)
+    await seen(store, "b", fresh)
+    await store.set_status([fact_id(fresh)], FactStatus.consolidated, 1)
 
-    assert await store.expire(cutoff, "not seen for 30 days") == [stale[0]]
-    expired = await store.fact(stale[0])
+    assert await store.expire(cutoff, "not seen for 30 days") == [fact_id(stale)]
+    expired = await store.fact(fact_id(stale))
     assert expired is not None and expired.status == FactStatus.forgotten
     assert expired.reason == "not seen for 30 days"
-    assert [f.id for f in await store.eligible_facts(1)] == [fresh[0]]
+    assert await eligible(store, 1) == [fresh]
     assert await store.expire(cutoff, "again") == []  # already forgotten: left as it is
     await redis.aclose()
 
@@ -139,11 +195,11 @@ async def test_forget_matching_text(redis_server: RedisServer) -> None:
         "The capital of Zorvath is Quillmere.",
     ]
     for t in texts:
-        await store.record(Observation("c", [observed(t)], None), questions_kept=3)
+        await seen(store, "c", t)
     forgotten = await store.forget_matching("port ELSMERE", "operator")
     assert sorted(f.text for f in forgotten) == sorted(texts[:2])
     assert all(f.status == FactStatus.forgotten for f in forgotten)
-    assert [f.text for f in await store.eligible_facts(1)] == [texts[2]]
+    assert await eligible(store, 1) == [texts[2]]
     # What a promotion marks consolidated: only the facts not forgotten meanwhile.
     assert await store.active_ids([fact_id(t) for t in texts]) == [fact_id(texts[2])]
     assert await store.forget_matching("port elsmere", "operator") == []

@@ -1,4 +1,7 @@
-"""The operator's API: what was learned, from what, when, and why; and control."""
+"""The operator's API: status, consolidation runs and their log, adapters, health, metrics.
+
+What memory holds (passages and facts) is in daemon.api.memory.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from daemon.api.errors import APIError
 from daemon.consolidation import AlreadyRunning, Phase
@@ -23,7 +26,7 @@ from daemon.engine.adapters import (
     versions_on_disk,
 )
 from daemon.engine.client import BASE_MODEL_NAME
-from daemon.memory.records import Consolidation, Fact, FactStatus, RunState
+from daemon.memory.records import Consolidation, FactStatus, RunState
 from daemon.services import Services
 
 router = APIRouter(prefix="/admin")
@@ -68,14 +71,10 @@ class Status(BaseModel):
     engine: EngineStatus
     consolidation: ConsolidationStatus
     facts: int
+    passages: int
     redis: RedisStatus
     observer: dict[str, int]
     uptime_s: float
-
-
-class FactList(BaseModel):
-    total: int
-    facts: list[Fact]
 
 
 class ConsolidationList(BaseModel):
@@ -92,9 +91,9 @@ async def status(request: Request) -> Status:
     svc = services(request)
     try:
         redis_ok = await svc.store.ping()
-        facts = await svc.store.count_facts()
+        facts, passages = await svc.store.count_facts(), await svc.store.count_passages()
     except Exception:
-        redis_ok, facts = False, -1
+        redis_ok, facts, passages = False, -1, -1
     active = svc.swapper.active
     return Status(
         served_model_name=svc.settings.served_model_name,
@@ -118,6 +117,7 @@ async def status(request: Request) -> Status:
             in_flight=svc.activity.in_flight,
         ),
         facts=facts,
+        passages=passages,
         redis=RedisStatus(
             ok=redis_ok,
             private=svc.private_redis is not None,
@@ -127,54 +127,6 @@ async def status(request: Request) -> Status:
         observer={**svc.observer.stats.model_dump(), "queued": svc.observer.queue.qsize()},
         uptime_s=round(time.time() - svc.started_at, 1),
     )
-
-
-@router.get("/facts", response_model=FactList)
-async def facts(
-    request: Request,
-    limit: int = Query(100, ge=1, le=10_000),
-    offset: int = Query(0, ge=0),
-    status: FactStatus | None = None,
-) -> FactList:
-    svc = services(request)
-    items = await svc.store.facts(limit=limit, offset=offset)
-    if status:
-        items = [f for f in items if f.status == status]
-    return FactList(total=await svc.store.count_facts(), facts=items)
-
-
-@router.get("/facts/{fact_id}", response_model=Fact)
-async def fact(request: Request, fact_id: str) -> Fact:
-    found = await services(request).store.fact(fact_id)
-    if found is None:
-        raise APIError(404, f"no fact {fact_id}", param="fact_id", code="fact_not_found")
-    return found
-
-
-@router.delete("/facts/{fact_id}", response_model=Fact)
-async def forget(request: Request, fact_id: str) -> Fact:
-    """Leave the fact out of every future adapter; the next consolidation drops it."""
-    found = await fact(request, fact_id)
-    reason = "forgotten by the operator"
-    await services(request).store.set_status([fact_id], FactStatus.forgotten, reason=reason)
-    found.status, found.reason = FactStatus.forgotten, reason
-    return found
-
-
-class ForgetMatching(BaseModel):
-    match: str = Field(min_length=3, description="text the facts to forget contain (any case)")
-
-
-@router.post("/facts/forget", response_model=FactList)
-async def forget_matching(request: Request, body: ForgetMatching) -> FactList:
-    """Forget every fact whose text contains ``match``."""
-    reason = f"forgotten by the operator (matched {body.match!r})"
-    forgotten = await services(request).store.forget_matching(body.match, reason)
-    if not forgotten:
-        raise APIError(
-            404, f"no fact to forget contains {body.match!r}", param="match", code="fact_not_found"
-        )
-    return FactList(total=len(forgotten), facts=forgotten)
 
 
 @router.get("/consolidations", response_model=ConsolidationList)

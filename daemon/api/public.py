@@ -75,7 +75,7 @@ async def forward(
     parsed = parse(model, data)
     public_name = data["model"]
     try:
-        engine_name = svc.swapper.resolve(public_name, lambda: texts_of(parsed))
+        engine_name = await svc.swapper.resolve(public_name, lambda: texts_of(parsed))
     except UnknownModel:
         raise APIError(
             404, f"The model `{public_name}` does not exist.", param="model", code="model_not_found"

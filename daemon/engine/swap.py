@@ -12,14 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from daemon.engine.adapters import adapter_dir, adapter_name, verify
 from daemon.engine.client import BASE_MODEL_NAME, EngineClient
-from daemon.memory.scope import Scope
+from daemon.memory.relevance import Embedder, Relevance, query_text
 from daemon.memory.store import Store
 
 log = logging.getLogger("memoryd.swap")
@@ -36,7 +36,7 @@ class Loaded:
     name: str
     path: Path
     created: float
-    scope: Scope
+    relevance: Relevance
 
 
 class Swapper:
@@ -47,8 +47,12 @@ class Swapper:
         adapters_dir: Path,
         alias: str,
         routing: Literal["relevant", "always"] = "relevant",
+        threshold: float = 0.5,
+        embedder: Embedder | None = None,
     ) -> None:
         self.routing = routing
+        self.threshold = threshold
+        self.embedder = embedder or Embedder()
         self.engines = engines
         self.store = store
         self.adapters_dir = adapters_dir
@@ -61,18 +65,21 @@ class Swapper:
         self._unloads: set[asyncio.Task[None]] = set()
 
     # --- request path ------------------------------------------------------
-    def resolve(self, public_name: str, texts: Callable[[], Iterable[str]]) -> str:
+    async def resolve(self, public_name: str, texts: Callable[[], list[str]]) -> str:
         """The engine-side model name for a public one; raises UnknownModel.
 
-        The alias means the active adapter for a conversation within its scope
-        (see daemon.memory.scope), the base model otherwise; ``texts`` is only
-        read when that decision needs it.
+        The alias means the active adapter for a request about what it learned
+        (see daemon.memory.relevance), the base model otherwise; ``texts`` is
+        only read when that decision needs it.
         """
         if public_name == self.alias:
             active = self.active
-            if active and (self.routing == "always" or active.scope.covers(texts())):
+            if active is None:
+                return BASE_MODEL_NAME
+            if self.routing == "always":
                 return active.name
-            return BASE_MODEL_NAME
+            query = await asyncio.to_thread(self.embedder.embed, [query_text(texts())])
+            return active.name if active.relevance.covers(query[0]) else BASE_MODEL_NAME
         if public_name == BASE_MODEL_NAME or public_name in self.loaded:
             return public_name
         raise UnknownModel(public_name)
@@ -95,7 +102,8 @@ class Swapper:
         for engine in self.engines:
             await engine.load_adapter(name, str(path.resolve()))
             await engine.chat(name, WARMUP, max_tokens=1)
-        loaded = Loaded(version, name, path, manifest.created_at, Scope(manifest.key_terms))
+        relevance = await asyncio.to_thread(Relevance.load, path, self.threshold)
+        loaded = Loaded(version, name, path, manifest.created_at, relevance)
         self.loaded[name] = loaded
         return loaded
 

@@ -1,9 +1,9 @@
-"""Turn served requests into fact observations, off the request path.
+"""Turn served requests into passage observations, off the request path.
 
 The proxy hands each successful request's messages to ``submit``, which never
 blocks and does no work on the request path: a full queue drops the observation
 and counts it. A worker task derives the conversation key and does the
-segmentation, redaction and Redis writes.
+redaction, passage reading and Redis writes.
 """
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ from typing import Any
 from pydantic import BaseModel
 
 from daemon.config import ObserverConfig
+from daemon.memory.language import Language
+from daemon.memory.passages import split_passages, statements
 from daemon.memory.redact import redact
-from daemon.memory.segment import fact_id, segment
-from daemon.memory.store import Observation, Store
+from daemon.memory.segment import fact_id
+from daemon.memory.store import Observation, ObservedPassage, Store
 
 log = logging.getLogger("memoryd.observer")
 
@@ -61,30 +63,55 @@ def conversation_key(messages: list[dict[str, Any]], explicit: str | None) -> st
     return hashlib.sha256(json.dumps(head).encode()).hexdigest()[:24]
 
 
-def observe(messages: list[dict[str, Any]], conversation: str, cfg: ObserverConfig) -> Observation:
-    """Segment the context; a short last user message is the question asked of it.
+def context_of(messages: list[dict[str, Any]]) -> tuple[list[tuple[str, str]], str | None]:
+    """The request's passages (id, text) and the question asked of them.
 
-    The last user message is the query, not context, unless it is long enough
-    to carry pasted material (then it is segmented and no question is kept).
+    System, developer and tool messages are context. A user message is the
+    question when it is the last one and short; a long user message carries
+    pasted material and is context; earlier short user turns are chat, not
+    memory.
     """
     last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
     question = None
-    facts: dict[str, str] = {}
+    found: dict[str, str] = {}
     for i, m in enumerate(messages):
         if m.get("role") not in CONTEXT_ROLES:
             continue
         text = redact(message_text(m.get("content")))
-        if i == last_user and len(text) <= QUESTION_MAX_CHARS:
-            question = text.strip() or None
+        if m.get("role") == "user" and len(text) <= QUESTION_MAX_CHARS:
+            if i == last_user:
+                question = text.strip() or None
             continue
-        for piece in segment(text, cfg.min_chars, cfg.max_chars):
-            facts.setdefault(fact_id(piece), piece)
-    return Observation(conversation, list(facts.items()), question)
+        for passage in split_passages(text):
+            found.setdefault(fact_id(passage), passage)
+    return list(found.items()), question
+
+
+async def observe(
+    store: Store,
+    lang: Language,
+    messages: list[dict[str, Any]],
+    conversation: str,
+    cfg: ObserverConfig,
+) -> Observation:
+    """The observation of one request: passages already known are only counted, new ones read."""
+    found, question = context_of(messages)
+    known = await store.known_passages([pid for pid, _ in found])
+    passages = []
+    for pid, text in found:
+        if pid in known:
+            passages.append(ObservedPassage(pid, text, None))
+            continue
+        extracted = await asyncio.to_thread(statements, lang, text, cfg.min_chars, cfg.max_chars)
+        if extracted:  # a passage that states nothing ("You are a helpful assistant.") is not kept
+            passages.append(ObservedPassage(pid, text, extracted))
+    return Observation(conversation, passages, question)
 
 
 class Observer:
-    def __init__(self, store: Store, cfg: ObserverConfig) -> None:
+    def __init__(self, store: Store, cfg: ObserverConfig, lang: Language) -> None:
         self.store = store
+        self.lang = lang
         self.cfg = cfg
         self.queue: asyncio.Queue[tuple[list[dict[str, Any]], str | None]] = asyncio.Queue(
             cfg.queue_size
@@ -113,10 +140,11 @@ class Observer:
         while True:
             messages, explicit = await self.queue.get()
             try:
-                obs = observe(messages, conversation_key(messages, explicit), self.cfg)
+                key = conversation_key(messages, explicit)
+                obs = await observe(self.store, self.lang, messages, key, self.cfg)
                 await self.store.record(obs, self.cfg.questions_kept)
                 self.stats.observed += 1
-                self.stats.facts_written += len(obs.facts)
+                self.stats.facts_written += sum(len(p.statements or []) for p in obs.passages)
                 if self._failing:
                     log.warning("observations are recorded again")
                 self._failing = False

@@ -25,7 +25,9 @@ class FactStatus(str, Enum):
         return self in (FactStatus.pending, FactStatus.consolidated)
 
 
-class Fact(BaseModel):
+class Passage(BaseModel):
+    """A block of context that recurs (a system prompt, a pasted document, a section of one)."""
+
     id: str
     text: str
     first_seen: float
@@ -34,7 +36,26 @@ class Fact(BaseModel):
     conversations: int = 0
     status: FactStatus = FactStatus.pending
     version: int | None = Field(None, description="adapter version it was consolidated into")
-    questions: list[str] = Field(default_factory=list)
+    reason: str | None = Field(None, description="why it was forgotten")
+    fact_ids: list[str] = Field(default_factory=list, description="its statements, in order")
+    questions: list[str] = Field(
+        default_factory=list, description="user questions asked with it in context (latest first)"
+    )
+
+
+class Fact(BaseModel):
+    """A statement of a passage, references resolved so that it is true on its own."""
+
+    id: str
+    text: str
+    source: str | None = Field(None, description="the sentence as written in its passage")
+    passage: str | None = Field(None, description="id of the passage it was first read in")
+    first_seen: float
+    last_seen: float
+    hits: int = 0
+    conversations: int = 0
+    status: FactStatus = FactStatus.pending
+    version: int | None = Field(None, description="adapter version it was consolidated into")
     variants: list[str] = Field(
         default_factory=list, description="other wordings seen, merged into this fact"
     )
@@ -72,6 +93,7 @@ class Consolidation(BaseModel):
     state: RunState = RunState.running
     started_at: float = Field(default_factory=now)
     finished_at: float | None = None
+    passage_ids: list[str] = Field(default_factory=list)
     fact_ids: list[str] = Field(default_factory=list)
     adapter: str | None = None
     adapter_path: str | None = None
@@ -89,10 +111,11 @@ class AdapterManifest(BaseModel):
     name: str
     base_model: str
     created_at: float
+    passage_ids: list[str] = Field(default_factory=list)
     fact_ids: list[str]
     facts: list[str]
-    key_terms: list[str] = Field(
-        default_factory=list, description="terms that route a conversation here"
+    routing: str | None = Field(
+        None, description="file of the statements' embeddings that route a conversation here"
     )
     examples: dict[str, int]
     training: dict[str, object]

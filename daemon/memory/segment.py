@@ -1,7 +1,8 @@
-"""Cut context into fact-sized statements, normalize them, and name them.
+"""Context as text units before sentences are read, normalized, and named.
 
-Handles prose (sentences), markdown lists, tables (a row becomes "h1: c1; h2: c2"),
-quoted blocks, and keeps code blocks out: code is not a fact to memorise.
+Handles prose paragraphs, markdown lists, tables (a row becomes "h1: c1; h2: c2"),
+quoted blocks and headings, and keeps code blocks out: code is not a fact to
+memorise. daemon.memory.passages reads the sentences of each unit.
 """
 
 from __future__ import annotations
@@ -15,16 +16,14 @@ _BULLET = re.compile(r"^\s*(?:[-*+•]|\d{1,3}[.)])\s+")
 _QUOTE = re.compile(r"^\s*>+\s?")
 _HEADING = re.compile(r"^\s*#{1,6}\s+")
 _TABLE_RULE = re.compile(r"^\s*\|?\s*:?-{2,}:?\s*(\|\s*:?-{2,}:?\s*)*\|?\s*$")
-_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
-_ABBREV = re.compile(r"\b(?:Mr|Mrs|Ms|Dr|Prof|Sr|Jr|St|vs|etc|e\.g|i\.e|No)\.$")
 _SPACE = re.compile(r"\s+")
-# "You are a helpful assistant." instructs the model; it states nothing about the world.
-_ADDRESSED = re.compile(r"^(you|your|you're|you’re|please|always|never|do not|don't)\b", re.I)
+_EMPHASIS = re.compile(r"(\*\*|__|`)(.+?)\1")
 
 
 def normalize(text: str) -> str:
-    """The form facts are compared in: NFKC, single spaces, no surrounding punctuation noise."""
+    """The form facts are compared in: NFKC, single spaces, no markdown emphasis."""
     text = unicodedata.normalize("NFKC", text)
+    text = _EMPHASIS.sub(r"\2", text)
     return _SPACE.sub(" ", text).strip()
 
 
@@ -32,17 +31,6 @@ def fact_id(text: str) -> str:
     key = normalize(text).casefold().rstrip(".!;: ")
     key = re.sub(r"[^\w\s]", "", key)
     return hashlib.sha256(_SPACE.sub(" ", key).encode()).hexdigest()[:16]
-
-
-def _sentences(paragraph: str) -> list[str]:
-    parts = _SENTENCE_END.split(paragraph)
-    out: list[str] = []
-    for part in parts:
-        if out and _ABBREV.search(out[-1]):
-            out[-1] = f"{out[-1]} {part}"
-        else:
-            out.append(part)
-    return out
 
 
 def _table_rows(lines: list[str]) -> list[str]:
@@ -53,7 +41,7 @@ def _table_rows(lines: list[str]) -> list[str]:
     return ["; ".join(f"{h}: {c}" for h, c in zip(header, row, strict=False) if c) for row in rows]
 
 
-def _blocks(text: str) -> list[str]:
+def blocks(text: str) -> list[str]:
     """Units before sentence splitting: paragraphs, list items, table rows; no code."""
     units: list[str] = []
     paragraph: list[str] = []
@@ -75,7 +63,12 @@ def _blocks(text: str) -> list[str]:
             continue
         if in_code:
             continue
-        line = _HEADING.sub("", _QUOTE.sub("", raw))
+        line = _QUOTE.sub("", raw)
+        if _HEADING.match(line):  # a heading is a unit of its own, not part of a paragraph
+            flush()
+            paragraph.append(_HEADING.sub("", line).strip())
+            flush()
+            continue
         if not line.strip():
             flush()
         elif "|" in line and line.strip().startswith("|"):
@@ -94,14 +87,3 @@ def _blocks(text: str) -> list[str]:
             paragraph.append(line.strip())
     flush()
     return units
-
-
-def segment(text: str, min_chars: int, max_chars: int) -> list[str]:
-    """Fact-sized statements from a piece of context; questions and instructions are not facts."""
-    out = []
-    for block in _blocks(text):
-        for sentence in _sentences(normalize(block)):
-            s = sentence.strip()
-            if min_chars <= len(s) <= max_chars and not s.endswith("?") and not _ADDRESSED.match(s):
-                out.append(s)
-    return out

@@ -1,24 +1,22 @@
 """Everything memoryd keeps in Redis, behind one typed interface.
 
-Keys (all under the configured prefix ``P``):
+Keys (all under the configured prefix ``P``; the consolidation log's are in
+daemon.memory.runlog):
+  P:passages                  zset  passage id -> last seen
+  P:passage:<id>              hash  the Passage's scalar fields
+  P:passage:<id>:convs        HyperLogLog of conversation keys (distinct conversations)
+  P:passage:<id>:facts        list  ids of its statements, in order
+  P:passage:<id>:questions    list  capped sample of user questions asked with it in context
   P:facts                     zset  fact id -> last seen
-  P:fact:<id>                 hash  the Fact's scalar fields
-  P:fact:<id>:convs           HyperLogLog of conversation keys (distinct conversations)
-  P:fact:<id>:questions       list  capped sample of user questions asked next to it
+  P:fact:<id>                 hash  the Fact's scalar fields (text, source, passage, ...)
+  P:fact:<id>:convs           HyperLogLog of conversation keys
   P:fact:<id>:variants        list  capped sample of other wordings merged into it
   P:aliases                   hash  id of a wording -> id of the fact it was merged into
-  P:runs                      zset  run id -> started at
-  P:run:<id>                  string  Consolidation JSON
-  P:run:seq                   counter for run ids (= adapter versions)
-  P:active                    string  active adapter version
-  P:last_attempt              string  fingerprint of the fact set last consolidated
-  P:events                    stream  consolidation log an operator can tail
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Iterable
 from typing import NamedTuple
@@ -28,13 +26,16 @@ from redis.asyncio.client import Pipeline
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
-from daemon.memory.records import Consolidation, Fact, FactStatus, now
-from daemon.memory.statement import Statement, relation, stems
+from daemon.memory.passages import PERSON_ROLES, THING_ROLES, Extracted
+from daemon.memory.records import Fact, FactStatus, Passage, now
+from daemon.memory.runlog import RunLog
+from daemon.memory.segment import fact_id
+from daemon.memory.statement import Statement, content_words, relation
 
 log = logging.getLogger("memoryd.events")
 
-EVENTS_MAXLEN = 10_000
 VARIANTS_KEPT = 10
+UNRESOLVED = PERSON_ROLES | THING_ROLES  # "the author ..." left unresolved names no one
 
 
 def connect(url: str) -> Redis:
@@ -52,12 +53,20 @@ def connect(url: str) -> Redis:
     )
 
 
-class Observation:
-    """One request's contribution: fact segments seen in one conversation."""
+class ObservedPassage(NamedTuple):
+    id: str
+    text: str
+    statements: list[Extracted] | None  # None: a passage already known, only counted
 
-    def __init__(self, conversation: str, facts: list[tuple[str, str]], question: str | None):
+
+class Observation:
+    """One request's contribution: the passages of its context, seen in one conversation."""
+
+    def __init__(
+        self, conversation: str, passages: list[ObservedPassage], question: str | None
+    ) -> None:
         self.conversation = conversation
-        self.facts = facts  # (fact id, text)
+        self.passages = passages
         self.question = question
 
 
@@ -66,52 +75,80 @@ class Resolved(NamedTuple):
 
     fid: str
     text: str
+    source: str
     variant: bool
 
 
-class Store:
+class Store(RunLog):
     def __init__(self, redis: Redis, prefix: str) -> None:
         """``redis`` must be created with ``decode_responses=True``."""
-        self.redis = redis
-        self.p = prefix
+        super().__init__(redis, prefix)
         # Every fact's parsed text, to compare new statements with (loaded once;
         # this process is the only one that adds facts).
         self._statements: dict[str, Statement] | None = None
 
-    def _k(self, *parts: object) -> str:
-        return ":".join([self.p, *(str(p) for p in parts)])
-
     async def ping(self) -> bool:
         return bool(await self.redis.ping())
 
-    # --- facts -------------------------------------------------------------
-    async def record(self, obs: Observation, questions_kept: int) -> None:
-        """Count the observation on each fact; restatements count on the fact they restate.
+    # --- observations --------------------------------------------------------
+    async def known_passages(self, ids: list[str]) -> set[str]:
+        pipe = self.redis.pipeline(transaction=False)
+        for pid in ids:
+            pipe.exists(self._k("passage", pid))
+        return {pid for pid, found in zip(ids, await pipe.execute(), strict=True) if found}
 
-        A new statement that contradicts an active fact about the same subject
-        replaces it: the older one is marked replaced, both keep their records.
+    async def record(self, obs: Observation, questions_kept: int) -> None:
+        """Count the observation on each passage and its statements.
+
+        A new passage's statements are compared with the known facts: a
+        restatement counts on the fact it restates; one that contradicts an
+        active fact about the same resolved subject replaces it (the older one
+        is marked replaced, both keep their records).
         """
-        if not obs.facts:
+        if not obs.passages:
             return
-        resolved, replaced = await self._resolve(obs.facts)
-        asked = stems(obs.question or "")  # a question is kept by the facts it is about
+        known = [p for p in obs.passages if p.statements is None]
+        pipe = self.redis.pipeline(transaction=False)
+        for p in known:
+            pipe.lrange(self._k("passage", p.id, "facts"), 0, -1)
+        known_facts = {
+            p.id: [str(f) for f in fids]
+            for p, fids in zip(known, await pipe.execute(), strict=True)
+        }
+        new_facts: dict[str, list[Resolved]] = {}
+        replaced: list[tuple[str, str]] = []
+        for p in obs.passages:
+            if p.statements is not None:
+                new_facts[p.id], pairs = await self._resolve(p.statements)
+                replaced.extend(pairs)
         ts = now()
         pipe = self.redis.pipeline(transaction=True)
-        for r in resolved:
-            key = self._k("fact", r.fid)
-            pipe.hsetnx(key, "text", r.text)
+        for p in obs.passages:
+            key = self._k("passage", p.id)
+            pipe.hsetnx(key, "text", p.text)
             pipe.hsetnx(key, "first_seen", ts)
             pipe.hsetnx(key, "status", FactStatus.pending.value)
             pipe.hset(key, "last_seen", ts)
             pipe.hincrby(key, "hits", 1)
-            pipe.pfadd(self._k("fact", r.fid, "convs"), obs.conversation)
-            pipe.zadd(self._k("facts"), {r.fid: ts})
-            if r.variant:
-                _push_capped(pipe, self._k("fact", r.fid, "variants"), r.text, VARIANTS_KEPT)
-            if obs.question and questions_kept and not asked.isdisjoint(stems(r.text)):
+            pipe.pfadd(self._k("passage", p.id, "convs"), obs.conversation)
+            pipe.zadd(self._k("passages"), {p.id: ts})
+            if obs.question and questions_kept:
                 _push_capped(
-                    pipe, self._k("fact", r.fid, "questions"), obs.question, questions_kept
+                    pipe, self._k("passage", p.id, "questions"), obs.question, questions_kept
                 )
+            for fid in known_facts.get(p.id, []):
+                self._count_fact(pipe, fid, obs.conversation, ts)
+            for r in new_facts.get(p.id, []):
+                fkey = self._k("fact", r.fid)
+                pipe.hsetnx(fkey, "text", r.text)
+                pipe.hsetnx(fkey, "source", r.source)
+                pipe.hsetnx(fkey, "passage", p.id)
+                pipe.hsetnx(fkey, "first_seen", ts)
+                pipe.hsetnx(fkey, "status", FactStatus.pending.value)
+                self._count_fact(pipe, r.fid, obs.conversation, ts)
+                pipe.rpush(self._k("passage", p.id, "facts"), r.fid)
+                if r.variant:
+                    _push_capped(pipe, self._k("fact", r.fid, "variants"), r.text, VARIANTS_KEPT)
         for old, new in replaced:
             reason = f"replaced by {new}: a newer statement about the same subject"
             pipe.hset(
@@ -123,11 +160,18 @@ class Store:
         for old, new in replaced:
             log.info("fact %s replaced by %s", old, new)
 
+    def _count_fact(self, pipe: Pipeline, fid: str, conversation: str, ts: float) -> None:
+        key = self._k("fact", fid)
+        pipe.hset(key, "last_seen", ts)
+        pipe.hincrby(key, "hits", 1)
+        pipe.pfadd(self._k("fact", fid, "convs"), conversation)
+        pipe.zadd(self._k("facts"), {fid: ts})
+
     async def _resolve(
-        self, facts: list[tuple[str, str]]
+        self, statements: list[Extracted]
     ) -> tuple[list[Resolved], list[tuple[str, str]]]:
         """Each statement's fact id, and the (older, newer) pairs of contradicting facts."""
-        ids = [fid for fid, _ in facts]
+        ids = [fact_id(e.text) for e in statements]
         pipe = self.redis.pipeline(transaction=False)
         for fid in ids:
             pipe.hget(self._k("fact", fid), "status")
@@ -136,25 +180,29 @@ class Store:
         known = await self._known()
         resolved: list[Resolved] = []
         replaced: list[tuple[str, str]] = []
-        for (fid, text), status, alias in zip(facts, statuses, aliases, strict=True):
-            if status is not None:
-                resolved.append(Resolved(fid, text, variant=False))
+        for fid, e, status, alias in zip(ids, statements, statuses, aliases, strict=True):
+            if status is not None or fid in {r.fid for r in resolved}:
+                resolved.append(Resolved(fid, e.text, e.source, variant=False))
                 continue
             if alias is not None:
-                resolved.append(Resolved(str(alias), text, variant=True))
+                resolved.append(Resolved(str(alias), e.text, e.source, variant=True))
                 continue
-            new = Statement.of(text)
+            new = Statement.of(e.text)
             related = [(other, relation(new, st)) for other, st in known.items()]
             same = next((other for other, rel in related if rel == "same"), None)
             if same is not None:
                 await self.redis.hset(self._k("aliases"), fid, same)
-                resolved.append(Resolved(same, text, variant=True))
+                resolved.append(Resolved(same, e.text, e.source, variant=True))
                 continue
-            contradicted = [other for other, rel in related if rel == "contradicts"]
-            active = await self.active_ids(contradicted)
-            replaced.extend((old, fid) for old in active)
+            if (
+                not {w.removesuffix("'s").removesuffix("’s") for w in content_words(e.subject)}
+                & UNRESOLVED
+            ):
+                contradicted = [other for other, rel in related if rel == "contradicts"]
+                active = await self.active_ids(contradicted)
+                replaced.extend((old, fid) for old in active)
             known[fid] = new
-            resolved.append(Resolved(fid, text, variant=False))
+            resolved.append(Resolved(fid, e.text, e.source, variant=False))
         return resolved, replaced
 
     async def _known(self) -> dict[str, Statement]:
@@ -189,12 +237,11 @@ class Store:
         for fid in ids:
             pipe.hgetall(self._k("fact", fid))
             pipe.pfcount(self._k("fact", fid, "convs"))
-            pipe.lrange(self._k("fact", fid, "questions"), 0, -1)
             pipe.lrange(self._k("fact", fid, "variants"), 0, -1)
         raw = await pipe.execute()
         out = []
         for i, fid in enumerate(ids):
-            fields, convs, questions, variants = raw[4 * i : 4 * i + 4]
+            fields, convs, variants = raw[3 * i : 3 * i + 3]
             if not fields:
                 continue
             f = {str(k): str(v) for k, v in fields.items()}
@@ -202,13 +249,14 @@ class Store:
                 Fact(
                     id=fid,
                     text=f["text"],
+                    source=f.get("source"),
+                    passage=f.get("passage"),
                     first_seen=float(f["first_seen"]),
                     last_seen=float(f["last_seen"]),
                     hits=int(f.get("hits", 0)),
                     conversations=int(convs),
                     status=FactStatus(f.get("status", "pending")),
                     version=int(f["version"]) if f.get("version") else None,
-                    questions=[str(q) for q in questions],
                     variants=[str(v) for v in variants],
                     reason=f.get("reason"),
                     replaced_by=f.get("replaced_by"),
@@ -224,13 +272,91 @@ class Store:
     async def count_facts(self) -> int:
         return int(await self.redis.zcard(self._k("facts")))
 
-    async def eligible_facts(self, min_conversations: int) -> list[Fact]:
-        """Facts that recurred enough to be consolidated (neither forgotten nor replaced)."""
-        ids = await self.redis.zrange(self._k("facts"), 0, -1)
-        facts = await self.facts_by_id(str(i) for i in ids)
-        return sorted(
-            (f for f in facts if f.status.active and f.conversations >= min_conversations),
-            key=lambda f: f.first_seen,
+    # --- passages --------------------------------------------------------------
+    async def passages_by_id(self, ids: Iterable[str]) -> list[Passage]:
+        ids = list(ids)
+        pipe = self.redis.pipeline(transaction=False)
+        for pid in ids:
+            pipe.hgetall(self._k("passage", pid))
+            pipe.pfcount(self._k("passage", pid, "convs"))
+            pipe.lrange(self._k("passage", pid, "facts"), 0, -1)
+            pipe.lrange(self._k("passage", pid, "questions"), 0, -1)
+        raw = await pipe.execute()
+        out = []
+        for i, pid in enumerate(ids):
+            fields, convs, fact_ids, questions = raw[4 * i : 4 * i + 4]
+            if not fields:
+                continue
+            f = {str(k): str(v) for k, v in fields.items()}
+            out.append(
+                Passage(
+                    id=pid,
+                    text=f["text"],
+                    first_seen=float(f["first_seen"]),
+                    last_seen=float(f["last_seen"]),
+                    hits=int(f.get("hits", 0)),
+                    conversations=int(convs),
+                    status=FactStatus(f.get("status", "pending")),
+                    version=int(f["version"]) if f.get("version") else None,
+                    reason=f.get("reason"),
+                    fact_ids=list(dict.fromkeys(str(x) for x in fact_ids)),
+                    questions=[str(q) for q in questions],
+                )
+            )
+        return out
+
+    async def passage(self, pid: str) -> Passage | None:
+        found = await self.passages_by_id([pid])
+        return found[0] if found else None
+
+    async def passages(self, limit: int = 1000, offset: int = 0) -> list[Passage]:
+        ids = await self.redis.zrevrange(self._k("passages"), offset, offset + limit - 1)
+        return await self.passages_by_id(str(i) for i in ids)
+
+    async def count_passages(self) -> int:
+        return int(await self.redis.zcard(self._k("passages")))
+
+    async def eligible(self, min_conversations: int) -> list[tuple[Passage, list[Fact]]]:
+        """Passages that recurred enough to be consolidated, each with all its statements.
+
+        A passage is left out when forgotten, or when none of its statements is
+        still active (each was forgotten or replaced).
+        """
+        ids = await self.redis.zrange(self._k("passages"), 0, -1)
+        passages = [
+            p
+            for p in await self.passages_by_id(str(i) for i in ids)
+            if p.status.active and p.conversations >= min_conversations
+        ]
+        out = []
+        for p in sorted(passages, key=lambda p: p.first_seen):
+            facts = await self.facts_by_id(p.fact_ids)
+            if any(f.status.active for f in facts):
+                out.append((p, facts))
+        return out
+
+    async def set_passage_status(
+        self,
+        pids: Iterable[str],
+        status: FactStatus,
+        version: int | None = None,
+        reason: str | None = None,
+    ) -> None:
+        pipe = self.redis.pipeline(transaction=True)
+        for pid in pids:
+            key = self._k("passage", pid)
+            pipe.hset(key, "status", status.value)
+            if version is not None:
+                pipe.hset(key, "version", version)
+            if reason:
+                pipe.hset(key, "reason", reason)
+        await pipe.execute()
+
+    async def forget_passage(self, passage: Passage, reason: str) -> None:
+        """The passage and every statement read in it leave every future adapter."""
+        await self.set_passage_status([passage.id], FactStatus.forgotten, reason=reason)
+        await self.set_status(
+            await self.active_ids(passage.fact_ids), FactStatus.forgotten, reason=reason
         )
 
     async def set_status(
@@ -266,7 +392,13 @@ class Store:
         return matched
 
     async def expire(self, last_seen_before: float, reason: str) -> list[str]:
-        """Forget the active facts not seen since ``last_seen_before``; their ids."""
+        """Forget the active passages and facts not seen since ``last_seen_before``; the facts' ids."""
+        old = [
+            str(i)
+            for i in await self.redis.zrangebyscore(self._k("passages"), "-inf", last_seen_before)
+        ]
+        stale_passages = [p.id for p in await self.passages_by_id(old) if p.status.active]
+        await self.set_passage_status(stale_passages, FactStatus.forgotten, reason=reason)
         ids = [
             str(i)
             for i in await self.redis.zrangebyscore(self._k("facts"), "-inf", last_seen_before)
@@ -274,74 +406,6 @@ class Store:
         stale = await self.active_ids(ids)
         await self.set_status(stale, FactStatus.forgotten, reason=reason)
         return stale
-
-    # --- consolidation runs --------------------------------------------------
-    async def new_run(self, trigger: str) -> Consolidation:
-        run = Consolidation(id=int(await self.redis.incr(self._k("run", "seq"))), trigger=trigger)
-        await self.save_run(run)
-        await self.redis.zadd(self._k("runs"), {str(run.id): run.started_at})
-        await self.event(run.id, "started", trigger=trigger)
-        return run
-
-    async def save_run(self, run: Consolidation) -> None:
-        await self.redis.set(self._k("run", run.id), run.model_dump_json())
-
-    async def run(self, run_id: int) -> Consolidation | None:
-        raw = await self.redis.get(self._k("run", run_id))
-        return Consolidation.model_validate_json(raw) if raw else None
-
-    async def runs(self, limit: int = 50) -> list[Consolidation]:
-        ids = await self.redis.zrevrange(self._k("runs"), 0, limit - 1)
-        raws = await self.redis.mget([self._k("run", i) for i in ids]) if ids else []
-        return [Consolidation.model_validate_json(r) for r in raws if r]
-
-    async def event(self, run_id: int, step: str, **detail: object) -> None:
-        fields: dict[
-            str | bytes | int | float | memoryview | bytearray,
-            str | bytes | int | float | memoryview | bytearray,
-        ] = {
-            "run": run_id,
-            "step": step,
-            "at": f"{now():.3f}",
-            "detail": json.dumps(detail, default=str),
-        }
-        await self.redis.xadd(self._k("events"), fields, maxlen=EVENTS_MAXLEN, approximate=True)
-        log.info(
-            "consolidation %s: %s %s",
-            run_id,
-            step,
-            fields["detail"],
-            extra={"event": {"run": run_id, "step": step, **detail}},
-        )
-
-    async def events(
-        self, last_id: str = "0", count: int = 100
-    ) -> list[tuple[str, dict[str, str]]]:
-        raw = await self.redis.xrange(
-            self._k("events"), min=f"({last_id}" if last_id != "0" else "-", count=count
-        )
-        return [(str(i), {str(k): str(v) for k, v in (f or {}).items()}) for i, f in raw or []]
-
-    # --- active adapter ------------------------------------------------------
-    async def active_version(self) -> int | None:
-        raw = await self.redis.get(self._k("active"))
-        return int(raw) if raw else None
-
-    async def set_active_version(self, version: int | None) -> None:
-        if version is None:
-            await self.redis.delete(self._k("active"))
-        else:
-            await self.redis.set(self._k("active"), version)
-
-    async def last_attempt(self) -> str | None:
-        raw = await self.redis.get(self._k("last_attempt"))
-        return str(raw) if raw else None
-
-    async def set_last_attempt(self, fingerprint: str) -> None:
-        await self.redis.set(self._k("last_attempt"), fingerprint)
-
-    async def clear_last_attempt(self) -> None:
-        await self.redis.delete(self._k("last_attempt"))
 
 
 def _push_capped(pipe: Pipeline, key: str, value: str, kept: int) -> None:
@@ -351,6 +415,6 @@ def _push_capped(pipe: Pipeline, key: str, value: str, kept: int) -> None:
     pipe.ltrim(key, 0, kept - 1)
 
 
-def fingerprint(fact_ids: Iterable[str]) -> str:
-    """Names a set of facts, so the same set is not consolidated twice."""
-    return hashlib.sha256("\n".join(sorted(fact_ids)).encode()).hexdigest()[:16]
+def fingerprint(ids: Iterable[str]) -> str:
+    """Names what a consolidation would learn (passage and fact ids), so it is not run twice."""
+    return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:16]

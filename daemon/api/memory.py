@@ -1,0 +1,112 @@
+"""The operator's view of memory: passages and the facts read in them; forgetting."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, Field
+
+from daemon.api.errors import APIError
+from daemon.memory.records import Fact, FactStatus, Passage
+from daemon.services import Services
+
+router = APIRouter(prefix="/admin")
+
+
+def services(request: Request) -> Services:
+    svc: Services = request.app.state.services
+    return svc
+
+
+class FactList(BaseModel):
+    total: int
+    facts: list[Fact]
+
+
+class PassageList(BaseModel):
+    total: int
+    passages: list[Passage]
+
+
+class PassageDetail(Passage):
+    facts: list[Fact] = Field(description="its statements, references resolved")
+
+
+class ForgetMatching(BaseModel):
+    match: str = Field(min_length=3, description="text the facts to forget contain (any case)")
+
+
+@router.get("/passages", response_model=PassageList)
+async def passages(
+    request: Request,
+    limit: int = Query(100, ge=1, le=10_000),
+    offset: int = Query(0, ge=0),
+    status: FactStatus | None = None,
+) -> PassageList:
+    svc = services(request)
+    items = await svc.store.passages(limit=limit, offset=offset)
+    if status:
+        items = [p for p in items if p.status == status]
+    return PassageList(total=await svc.store.count_passages(), passages=items)
+
+
+@router.get("/passages/{passage_id}", response_model=PassageDetail)
+async def passage(request: Request, passage_id: str) -> PassageDetail:
+    store = services(request).store
+    found = await store.passage(passage_id)
+    if found is None:
+        raise APIError(
+            404, f"no passage {passage_id}", param="passage_id", code="passage_not_found"
+        )
+    return PassageDetail(**found.model_dump(), facts=await store.facts_by_id(found.fact_ids))
+
+
+@router.delete("/passages/{passage_id}", response_model=PassageDetail)
+async def forget_passage(request: Request, passage_id: str) -> PassageDetail:
+    """Leave the passage and every statement read in it out of every future adapter."""
+    found = await passage(request, passage_id)
+    await services(request).store.forget_passage(found, "forgotten by the operator")
+    return await passage(request, passage_id)
+
+
+@router.get("/facts", response_model=FactList)
+async def facts(
+    request: Request,
+    limit: int = Query(100, ge=1, le=10_000),
+    offset: int = Query(0, ge=0),
+    status: FactStatus | None = None,
+) -> FactList:
+    svc = services(request)
+    items = await svc.store.facts(limit=limit, offset=offset)
+    if status:
+        items = [f for f in items if f.status == status]
+    return FactList(total=await svc.store.count_facts(), facts=items)
+
+
+@router.get("/facts/{fact_id}", response_model=Fact)
+async def fact(request: Request, fact_id: str) -> Fact:
+    found = await services(request).store.fact(fact_id)
+    if found is None:
+        raise APIError(404, f"no fact {fact_id}", param="fact_id", code="fact_not_found")
+    return found
+
+
+@router.delete("/facts/{fact_id}", response_model=Fact)
+async def forget(request: Request, fact_id: str) -> Fact:
+    """Leave the fact out of every future adapter: its sentence leaves its passage's teaching."""
+    found = await fact(request, fact_id)
+    reason = "forgotten by the operator"
+    await services(request).store.set_status([fact_id], FactStatus.forgotten, reason=reason)
+    found.status, found.reason = FactStatus.forgotten, reason
+    return found
+
+
+@router.post("/facts/forget", response_model=FactList)
+async def forget_matching(request: Request, body: ForgetMatching) -> FactList:
+    """Forget every fact whose text contains ``match``."""
+    reason = f"forgotten by the operator (matched {body.match!r})"
+    forgotten = await services(request).store.forget_matching(body.match, reason)
+    if not forgotten:
+        raise APIError(
+            404, f"no fact to forget contains {body.match!r}", param="match", code="fact_not_found"
+        )
+    return FactList(total=len(forgotten), facts=forgotten)

@@ -1,0 +1,66 @@
+"""What every ``memoryd`` command shares: options, the admin client, output."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from typing import Any
+
+import httpx
+import typer
+from rich.console import Console
+
+from daemon.config import ConfigError, Settings, load_settings
+
+console = Console()
+err = Console(stderr=True)
+
+ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config file (or MEMORYD_CONFIG)")
+JsonOpt = typer.Option(False, "--json", help="print JSON for scripts")
+
+
+def settings_or_exit(config: str | None) -> Settings:
+    try:
+        return load_settings(config)
+    except ConfigError as exc:
+        err.print(f"[red]memoryd:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def client(config: str | None) -> httpx.Client:
+    settings = settings_or_exit(config)
+    host = "127.0.0.1" if settings.server.host in ("0.0.0.0", "::") else settings.server.host
+    headers = (
+        {"Authorization": f"Bearer {settings.server.admin_token}"}
+        if settings.server.admin_token
+        else {}
+    )
+    return httpx.Client(
+        base_url=f"http://{host}:{settings.server.port}", headers=headers, timeout=30
+    )
+
+
+def call(config: str | None, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    with client(config) as http:
+        try:
+            response = http.request(method, path, json=body)
+        except httpx.HTTPError as exc:
+            err.print(f"[red]memoryd:[/red] cannot reach the daemon at {http.base_url}: {exc}")
+            raise typer.Exit(3) from None
+    if response.status_code >= 400:
+        try:
+            message = response.json()["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = response.text
+        err.print(f"[red]memoryd:[/red] {response.status_code}: {message}")
+        raise typer.Exit(1)
+    return response.json()
+
+
+def when(ts: float | None) -> str:
+    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
+
+
+def dump(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")

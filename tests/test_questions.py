@@ -1,0 +1,111 @@
+"""Questions written from statements, and what the teacher's answers must pass to be trained on."""
+
+from __future__ import annotations
+
+from consolidator.data import verdict
+from consolidator.heldout import HeldOut
+from consolidator.questions import (
+    Question,
+    held_out_forms,
+    real_question,
+    rule_questions,
+    wh_questions,
+)
+from daemon.memory.language import Language
+
+LANG = Language()
+POLICY = (
+    "Visitors must be escorted at all times above the second floor. "
+    "Employees may not share their badges. The canteen opens at 11:30."
+)
+
+
+def texts(questions: list[Question]) -> list[tuple[str, str]]:
+    return [(q.text, q.expects) for q in questions]
+
+
+def test_wh_questions_invert_the_statement_around_its_answer() -> None:
+    got = texts(wh_questions(LANG, "Ilse Varga-Moreau was born in 1958 in Kestrel Point."))
+    assert got == [
+        ("When was Ilse Varga-Moreau born in Kestrel Point?", "1958"),
+        ("Where was Ilse Varga-Moreau born in 1958?", "Kestrel Point"),
+    ]
+    assert texts(wh_questions(LANG, "The default port of Quillstore is 7420.")) == [
+        ("What is the default port of Quillstore?", "7420")
+    ]
+
+
+def test_rules_become_the_yes_no_questions_users_ask() -> None:
+    assert texts(
+        rule_questions(LANG, "Visitors must be escorted at all times above the second floor.")
+    ) == [("Do visitors have to be escorted at all times above the second floor?", "yes")]
+    assert texts(rule_questions(LANG, "Employees may not share their badges.")) == [
+        ("Can employees share their badges?", "no")
+    ]
+    assert texts(rule_questions(LANG, "You must wear your badge at all times.")) == [
+        ("Do I have to wear my badge at all times?", "yes")
+    ]
+
+
+def test_held_out_questions_use_other_forms_than_training() -> None:
+    statement = "Ilse Varga-Moreau drew the first survey of the Ormond Reefs in 1984."
+    trained = {q.text for q in wh_questions(LANG, statement)}
+    held = held_out_forms(LANG, statement)
+    assert held and not trained & {q.text for q in held}
+    assert (
+        "In what year did Ilse Varga-Moreau draw the first survey of the Ormond Reefs?",
+        "1984",
+    ) in texts(held)
+    rule = held_out_forms(LANG, "Employees may not share their badges.")
+    assert texts(rule) == [("Is it allowed for employees to share their badges?", "no")]
+
+
+def test_nonsense_and_off_topic_questions_are_not_questions() -> None:
+    assert not real_question("Implement default null inside null in Java?", POLICY)
+    assert not real_question('Bakery-line: "93', POLICY)
+    assert not real_question("aaaaaaaaa floor?", POLICY)
+    assert real_question("Can my guest go above the second floor alone?", POLICY)
+
+
+def test_teacher_answers_that_miss_or_invent_are_dropped() -> None:
+    when = Question("When does the canteen open?", "11:30", "wh")
+    assert verdict(when, "The canteen opens at noon.", POLICY) == (None, "missed_answer")
+    kept, _ = verdict(when, "The canteen opens at 11:30. It also sells fresh sushi daily.", POLICY)
+    assert kept == "The canteen opens at 11:30."  # the invented second sentence is cut
+    assert verdict(when, "The canteen opens at 11:", POLICY) == (None, "unfinished")
+
+    rule = Question("Can employees share their badges?", "no", "rule")
+    assert verdict(rule, "Yes, employees can share badges.", POLICY) == (None, "wrong_polarity")
+    assert verdict(rule, "No, employees may not share their badges. Ever.", POLICY)[0] == (
+        "No, employees may not share their badges."
+    )
+
+    # A user's question expects what its closest statement says: an answer grounded in
+    # another part of the passage is wrong for it, however "grounded" its words are.
+    asked = Question(
+        "Who escorts visitors upstairs?",
+        "",
+        "asked",
+        "Visitors must be escorted at all times above the second floor.",
+    )
+    assert verdict(asked, "The canteen opens at 11:30.", POLICY) == (None, "unsupported")
+    assert verdict(asked, "Visitors must be escorted above the second floor.", POLICY)[0]
+
+
+def test_held_out_scores_yes_no_by_polarity_and_spans_by_recall() -> None:
+    rule = HeldOut(
+        question="Is it allowed for employees to share their badges?",
+        reference="Employees may not share their badges.",
+        expects="no",
+        teacher="No.",
+    )
+    assert rule.score("No, that is not allowed.") == 1.0
+    assert rule.score("Yes, of course.") == 0.0
+    span = HeldOut(
+        question="In what year was Ilse born?",
+        reference="Ilse was born in 1958 in Kestrel Point.",
+        expects="1958",
+        teacher="1958.",
+    )
+    assert span.score("She was born in 1958 in Kestrel Point.") == 1.0
+    assert 0 < span.score("In 1958.") < 1.0
