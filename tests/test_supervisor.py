@@ -2,7 +2,8 @@
 
 The child is a tiny HTTP server that answers /health, as vLLM does: SIGSTOP makes
 it hang, SIGKILL makes it crash, and a marker file makes every new one start but
-never answer.
+never answer. PrivateRedis runs a real redis-server; ManagedEngine runs the tiny
+server in place of vLLM.
 """
 
 from __future__ import annotations
@@ -18,6 +19,11 @@ from pathlib import Path
 
 import pytest
 
+from daemon.config import EngineConfig
+from daemon.engine import process
+from daemon.engine.process import ManagedEngine
+from daemon.memory.store import connect
+from daemon.redis_server import PrivateRedis
 from daemon.supervisor import Backoff, Child, ChildSpec, Command, Probe, Supervisor
 
 SERVER = """
@@ -265,3 +271,41 @@ async def test_a_one_shot_child_pauses_and_resumes_as_a_group(tmp_path: Path) ->
     await until("group running", lambda: "T" not in states(), 5)
     assert await child.stop() == -signal.SIGTERM
     await until("group gone", lambda: all(gone(p) for p in group), 1.0)
+
+
+async def test_private_redis_is_restarted_when_it_dies(tmp_path: Path) -> None:
+    redis = PrivateRedis(tmp_path)
+    await redis.start()
+    redis.supervise()
+    client = connect(redis.url)
+    try:
+        assert await client.ping()
+        pid = crash(redis)
+        await until("restart", lambda: redis.restarts == 1 and redis.ready, 15)
+        assert redis.pid not in (None, pid) and await client.ping()
+    finally:
+        await client.aclose()
+        await redis.stop()
+    assert gone(pid) and redis.pid is None and (redis.dir / "redis.log").stat().st_size > 0
+
+
+async def test_managed_engine_reloads_after_a_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ManagedEngine's wiring, with the tiny server standing in for vLLM."""
+    server = Server(tmp_path)
+    monkeypatch.setattr(process, "vllm_command", lambda cfg, model_dir: server.command.argv)
+    engine = ManagedEngine(
+        EngineConfig(port=server.port, startup_timeout_s=10), tmp_path, tmp_path / "vllm.log"
+    )
+    on_ready = Counter()
+    await engine.start()
+    engine.supervise(on_ready)
+    try:
+        assert engine.ready and await engine.client.healthy()
+        crash(engine)
+        await on_ready.reached(1, within_s=15)
+        assert engine.ready and engine.restarts == 1 and await engine.client.healthy()
+    finally:
+        await engine.stop()
+    assert engine.pid is None and (tmp_path / "vllm.log").exists()
