@@ -1,8 +1,8 @@
 """Decide when to consolidate, run the consolidator child, and act on its verdict.
 
-Chat wins: when a request arrives the child is told (SIGURG: it aborts its own
-engine requests) and then paused (SIGSTOP); it resumes (SIGCONT) once the daemon
-is idle again, so neither training nor the consolidator's generations compete
+Chat wins: when a request arrives the child is told (PAUSE, daemon.contract: it
+aborts its own engine requests) and then paused (SIGSTOP); it resumes (RESUME)
+once the daemon is idle again, so neither training nor the consolidator's generations compete
 with chat for the accelerator or the CPU.
 
 A run that ends without a verdict (the child killed by a signal, or stopped
@@ -25,6 +25,7 @@ from pathlib import Path
 from daemon.activity import Activity
 from daemon.children import die_with_parent
 from daemon.config import Settings
+from daemon.contract import EXIT_PASSED, EXIT_REJECTED, PAUSE, RESUME
 from daemon.engine.adapters import adapter_dir, staging_dir
 from daemon.engine.swap import Swapper
 from daemon.memory.records import FactStatus, RunState, now
@@ -32,10 +33,7 @@ from daemon.memory.store import Store, fingerprint
 from daemon.metrics import Metrics
 
 log = logging.getLogger("memoryd.consolidation")
-EXIT_PASSED, EXIT_REJECTED = 0, 3
 ABORT_GRACE_S = 0.2  # for the child to abort its engine requests before it is stopped
-# A signal ignored by default: one that arrives before the child listens does no harm.
-CHAT_ARRIVED = signal.SIGURG
 
 
 class Phase(str, Enum):
@@ -83,7 +81,7 @@ class Consolidator:
         cfg = self.settings.consolidation
         idle = self.activity.idle_for() >= cfg.idle_after_s
         if self.phase == Phase.paused and idle:
-            self._signal(signal.SIGCONT, Phase.running)
+            self._signal(RESUME, Phase.running)
         if self.phase != Phase.idle or not idle or not self.enabled:
             return
         await self.expire()
@@ -113,7 +111,7 @@ class Consolidator:
         """A chat request arrived: pause a running consolidation."""
         if self.phase == Phase.running and self._proc and self._proc.returncode is None:
             try:
-                os.kill(self._proc.pid, CHAT_ARRIVED)
+                os.kill(self._proc.pid, PAUSE)
             except ProcessLookupError:
                 return
             self.phase = Phase.paused
