@@ -1,8 +1,8 @@
 """One consolidation run, as a child process of the daemon (or a worker elsewhere).
 
 select facts -> build data -> train -> write adapter vN -> evaluate -> decide.
-Every step is recorded on the run in Redis and in its event stream. Exit code:
-0 = passed its gates (the daemon promotes it), 3 = rejected, 1 = failed.
+Every step is recorded on the run in Redis and in its event stream. Exit code
+(daemon.contract): 0 = passed its gates (the daemon promotes it), 3 = rejected, 1 = failed.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from consolidator.train import train_adapter
 from consolidator.yielding import YieldingEngine
 from daemon import logs
 from daemon.config import Settings, TrainingConfig
+from daemon.contract import EXIT_FAILED, EXIT_PASSED, EXIT_REJECTED
 from daemon.engine.adapters import MANIFEST, adapter_dir, adapter_name, file_hashes, staged
 from daemon.engine.client import EngineClient
 from daemon.memory.records import (
@@ -41,7 +42,6 @@ from daemon.memory.relevance import ROUTING_FILE, Embedder, Relevance
 from daemon.memory.store import Store, connect, fingerprint
 
 log = logging.getLogger("memoryd.consolidator")
-EXIT_PASSED, EXIT_FAILED, EXIT_REJECTED = 0, 1, 3
 T = TypeVar("T")
 
 

@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 from typing import Any
 
+from daemon.contract import PAUSE, RESUME
 from daemon.engine.client import Completion, EngineClient
 
-PAUSE, RESUME = signal.SIGURG, signal.SIGCONT
 MAX_ABORTS = 2
 
 

@@ -1,8 +1,8 @@
 """Decide when to consolidate, run the consolidator child, and act on its verdict.
 
-Chat wins: when a request arrives the child is told (SIGURG: it aborts its own
-engine requests) and then paused (SIGSTOP); it resumes (SIGCONT) once the daemon
-is idle again, so neither training nor the consolidator's generations compete
+Chat wins: when a request arrives the child is told (PAUSE, daemon.contract: it
+aborts its own engine requests) and then paused (SIGSTOP); it resumes (RESUME)
+once the daemon is idle again, so neither training nor the consolidator's generations compete
 with chat for the accelerator or the CPU.
 
 A run that ends without a verdict (the child killed by a signal, or stopped
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import shutil
 import signal
 import sys
@@ -23,19 +22,17 @@ from enum import Enum
 from pathlib import Path
 
 from daemon.activity import Activity
-from daemon.children import die_with_parent
 from daemon.config import Settings
+from daemon.contract import EXIT_PASSED, EXIT_REJECTED, PAUSE, RESUME
 from daemon.engine.adapters import adapter_dir, staging_dir
 from daemon.engine.swap import Swapper
 from daemon.memory.records import FactStatus, RunState, now
 from daemon.memory.store import Store, fingerprint
 from daemon.metrics import Metrics
+from daemon.supervisor import Child, Command
 
 log = logging.getLogger("memoryd.consolidation")
-EXIT_PASSED, EXIT_REJECTED = 0, 3
 ABORT_GRACE_S = 0.2  # for the child to abort its engine requests before it is stopped
-# A signal ignored by default: one that arrives before the child listens does no harm.
-CHAT_ARRIVED = signal.SIGURG
 
 
 class Phase(str, Enum):
@@ -69,13 +66,13 @@ class Consolidator:
         self.phase = Phase.idle
         self.run_id: int | None = None
         self.enabled = True
-        self._proc: asyncio.subprocess.Process | None = None
+        self._child: Child | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
 
     @property
     def pid(self) -> int | None:
-        return self._proc.pid if self._proc and self._proc.returncode is None else None
+        return self._child.pid if self._child and self._child.running else None
 
     # --- triggers -------------------------------------------------------------
     async def tick(self) -> None:
@@ -83,7 +80,7 @@ class Consolidator:
         cfg = self.settings.consolidation
         idle = self.activity.idle_for() >= cfg.idle_after_s
         if self.phase == Phase.paused and idle:
-            self._signal(signal.SIGCONT, Phase.running)
+            self._signal(RESUME, Phase.running)
         if self.phase != Phase.idle or not idle or not self.enabled:
             return
         await self.expire()
@@ -114,25 +111,19 @@ class Consolidator:
 
     def on_chat(self) -> None:
         """A chat request arrived: pause a running consolidation."""
-        if self.phase == Phase.running and self._proc and self._proc.returncode is None:
-            try:
-                os.kill(self._proc.pid, CHAT_ARRIVED)
-            except ProcessLookupError:
-                return
-            self.phase = Phase.paused
+        if self.phase == Phase.running and self._signal(PAUSE, Phase.paused):
             asyncio.get_running_loop().call_later(ABORT_GRACE_S, self._stop_if_paused)
 
     def _stop_if_paused(self) -> None:
         if self.phase == Phase.paused:
             self._signal(signal.SIGSTOP, Phase.paused)
 
-    def _signal(self, sig: signal.Signals, phase: Phase) -> None:
-        if self._proc and self._proc.returncode is None:
-            try:
-                os.killpg(self._proc.pid, sig)
-                self.phase = phase
-            except ProcessLookupError:
-                pass
+    def _signal(self, sig: signal.Signals, phase: Phase) -> bool:
+        """Signal the run's process group; once it is delivered the run is in ``phase``."""
+        if self._child and self._child.running and self._child.signal(sig):
+            self.phase = phase
+            return True
+        return False
 
     async def start(self, trigger: str) -> int:
         if self.phase != Phase.idle:
@@ -144,30 +135,30 @@ class Consolidator:
             settings_file = self.settings.state_dir / "run" / f"settings-{run.id}.json"
             settings_file.parent.mkdir(parents=True, exist_ok=True)
             settings_file.write_text(self.settings.model_dump_json())
+            argv = [
+                sys.executable, "-m", "consolidator",
+                "--settings", str(settings_file),
+                "--run-id", str(run.id),
+                "--redis-url", self.redis_url,
+                "--engine-url", self.engine_url,
+            ]  # fmt: skip
             log_file = self.settings.state_dir / "logs" / f"consolidation-{run.id}.log"
-            log_file.parent.mkdir(parents=True, exist_ok=True)
-            with log_file.open("ab") as out:
-                self._proc = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "consolidator",
-                    "--settings", str(settings_file),
-                    "--run-id", str(run.id),
-                    "--redis-url", self.redis_url,
-                    "--engine-url", self.engine_url,
-                    stdout=out, stderr=asyncio.subprocess.STDOUT,
-                    start_new_session=True,
-                    preexec_fn=die_with_parent,
-                )  # fmt: skip
+            self._child = await Child.spawn(
+                Command(
+                    name=f"consolidation {run.id}", argv=argv, log_file=log_file, stop_grace_s=20.0
+                )
+            )
         except Exception:
             self.phase = Phase.idle
             raise
-        log.info("consolidation %s started (%s), log %s", run.id, trigger, log_file)
+        log.info("consolidation %s triggered: %s", run.id, trigger)
         self._task = asyncio.create_task(self._finish(run.id, settings_file), name="consolidation")
         return run.id
 
     # --- outcome --------------------------------------------------------------
     async def _finish(self, run_id: int, settings_file: Path) -> None:
-        assert self._proc is not None
-        code = await self._proc.wait()
+        assert self._child is not None
+        code = await self._child.wait()
         settings_file.unlink(missing_ok=True)
         try:
             run = await self.store.run(run_id)
@@ -186,7 +177,7 @@ class Consolidator:
             log.exception("handling the end of consolidation %s failed", run_id)
         finally:
             self.phase = Phase.idle
-            self._proc = None
+            self._child = None
 
     async def _fail(self, run_id: int, code: int) -> None:
         """No verdict: nothing of the run may serve; an interrupted run is tried again."""
@@ -242,12 +233,7 @@ class Consolidator:
 
     async def stop(self) -> None:
         self._stopping = True
-        if self._proc and self._proc.returncode is None:
-            self._signal(signal.SIGCONT, self.phase)
-            self._proc.terminate()
-            try:
-                await asyncio.wait_for(self._proc.wait(), 20)
-            except asyncio.TimeoutError:
-                self._proc.kill()
+        if self._child and self._child.running:
+            await self._child.stop()  # SIGCONT with SIGTERM: a paused run can act on it
         if self._task:
             await asyncio.gather(self._task, return_exceptions=True)

@@ -105,7 +105,7 @@ async def status(request: Request) -> Status:
             managed=svc.managed is not None,
             ready=svc.engines_ready(),
             restarts=svc.managed.restarts if svc.managed else 0,
-            pid=svc.managed.proc.pid if svc.managed and svc.managed.proc else None,
+            pid=svc.managed.pid if svc.managed else None,
         ),
         consolidation=ConsolidationStatus(
             state=svc.consolidator.phase.value,
