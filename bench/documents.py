@@ -115,15 +115,22 @@ def deliver(client: OpenAI, docs: list[Document]) -> None:
 
 def run_suite(
     client: OpenAI,
+    engine: OpenAI,
     admin: Any,
     docs: list[Document],
     general: list[list[str]],
 ) -> dict[str, Any]:
+    """``client`` speaks to memoryd, ``engine`` straight to its vLLM.
+
+    Every measurement but "as served" goes to vLLM directly: a question asked
+    through memoryd with a document in context is traffic memoryd learns from,
+    which would turn the never-asked questions into asked ones.
+    """
     items = [(d, s, it) for d in docs for s in SETS for it in d.questions[s]]
     qs = [it.q for _, _, it in items]
-    base = ask_all(client, [("base", q, None) for q in qs])
-    ceiling = ask_all(client, [("base", it.q, d.text) for d, _, it in items])
-    base_general = ask_all(client, [("base", q, None) for q, _ in general])
+    base = ask_all(engine, [("base", q, None) for q in qs])
+    ceiling = ask_all(engine, [("base", it.q, d.text) for d, _, it in items])
+    base_general = ask_all(engine, [("base", q, None) for q, _ in general])
 
     started = time.monotonic()
     deliver(client, docs)
@@ -137,9 +144,9 @@ def run_suite(
             f"consolidation ended {run['state']}: {run.get('error') or run['reasons']}"
         )
     adapter = run["adapter"]
-    alone = ask_all(client, [(adapter, q, None) for q in qs])
+    alone = ask_all(engine, [(adapter, q, None) for q in qs])
     served = ask_all(client, [("memoryd", q, None) for q in qs])
-    general_alone = ask_all(client, [(adapter, q, None) for q, _ in general])
+    general_alone = ask_all(engine, [(adapter, q, None) for q, _ in general])
     general_served = ask_all(client, [("memoryd", q, None) for q, _ in general])
 
     def cell(rows: list[int], answers: list[tuple[str, str]]) -> dict[str, float]:

@@ -107,10 +107,15 @@ def main() -> None:
     )
     daemon = Daemon(state, port, env)
     daemon.start()
+    # Measurements that must not become traffic memoryd learns from go to vLLM directly.
+    engine = OpenAI(
+        base_url=f"http://127.0.0.1:{env['MEMORYD_ENGINE__PORT']}/v1", api_key="unused", timeout=600
+    )
     if args.suite == "documents":
         try:
             results = run_suite(
                 daemon.openai(timeout=600),
+                engine,
                 daemon.admin,
                 load(ROOT / "bench" / "documents", args.docs),
                 general,
@@ -124,9 +129,9 @@ def main() -> None:
         return
     try:
         client = daemon.openai(timeout=300)
-        base_general = [ask(client, "base", q) for q, _ in general]
-        ceiling = [knows(ask(client, "base", q, context=f), k) for f, q, k in facts]
-        before = [knows(ask(client, "base", q), k) for _, q, k in facts]
+        base_general = [ask(engine, "base", q) for q, _ in general]
+        ceiling = [knows(ask(engine, "base", q, context=f), k) for f, q, k in facts]
+        before = [knows(ask(engine, "base", q), k) for _, q, k in facts]
         deliver_recurring(client, [fact for fact, _, _ in facts])
         time.sleep(2)  # the observer writes after the response
         run_id = daemon.admin("POST", "/admin/consolidate").json()["run"]
@@ -146,10 +151,10 @@ def main() -> None:
             for p in dataset["passages"]
             for t in p["trained"][:EFFICACY_PER_FACT]
         ]
-        efficacy = [knows(ask(client, model, q), k) for k, q in trained]
-        held_out_answers = [ask(client, model, q) for _, q, _ in facts]
+        efficacy = [knows(ask(engine, model, q), k) for k, q in trained]
+        held_out_answers = [ask(engine, model, q) for _, q, _ in facts]
         held_out = [knows(a, k) for a, (_, _, k) in zip(held_out_answers, facts, strict=True)]
-        after_general = [ask(client, model, q) for q, _ in general]
+        after_general = [ask(engine, model, q) for q, _ in general]
         changed = [
             q
             for (q, k), b, a in zip(general, base_general, after_general, strict=True)

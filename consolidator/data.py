@@ -50,6 +50,7 @@ RECALL_PROMPTS = (
 ANSWER_TOKENS = 48  # replay answers: the base model's own
 TEACHER_TOKENS = 80  # a teacher answer is cut back to its last whole sentence
 STATEMENTS_PER_RENDERING = 2
+DROPPED_KEPT = 20  # per passage, in dataset.json, for an operator to read
 ASKED_FOCUS = 2  # statements a user's question is taught with and checked against
 
 
@@ -76,20 +77,40 @@ class Trained(BaseModel):
     kind: str
 
 
+class Dropped(BaseModel):
+    question: str
+    answer: str
+    why: str
+
+
 class PassageData(BaseModel):
     """What a run knows of one passage: its text as taught, its questions, what was dropped."""
 
     passage_id: str
+    title: str = ""  # what the passage is about: its heading or first name
     text: str  # as the teacher saw it (forgotten or replaced statements left out)
     statements: list[str]
     trained: list[Trained] = Field(default_factory=list)
     held_out: list[HeldOut] = Field(default_factory=list)
     dropped: dict[str, int] = Field(default_factory=dict)
+    dropped_sample: list[Dropped] = Field(
+        default_factory=list, description="some dropped questions with the teacher's answer"
+    )
 
 
 class Dataset(BaseModel):
     examples: list[Example]
     passages: list[PassageData]
+
+    def routing_texts(self) -> list[str]:
+        """What a request about this memory resembles: each statement, alone and under
+        its passage's title ("Visitors at Corrin & Hale: Visitors must be escorted
+        ..."), and the questions trained on."""
+        out: list[str] = []
+        for p in self.passages:
+            out += p.statements + [f"{p.title}: {s}" for s in p.statements]
+            out += [t.question for t in p.trained]
+        return out
 
     def counts(self) -> dict[str, int]:
         out: Counter[str] = Counter(e.kind for e in self.examples)
@@ -235,7 +256,12 @@ async def passage_data(
     active = [f for f in facts if f.status.active]
     text = teacher_view(passage, facts)
     statements = [f.text for f in active]
-    data = PassageData(passage_id=passage.id, text=text, statements=statements)
+    data = PassageData(
+        passage_id=passage.id,
+        title=title(passage.text, statements),
+        text=text,
+        statements=statements,
+    )
     dropped: Counter[str] = Counter()
     candidates: list[Question] = []
     for q in candidate_questions(lang, embedder, passage, statements):
@@ -260,6 +286,8 @@ async def passage_data(
         target, why = verdict(question, answer, text)
         if target is None:
             dropped[why] += 1
+            if len(data.dropped_sample) < DROPPED_KEPT:
+                data.dropped_sample.append(Dropped(question=question.text, answer=answer, why=why))
             continue
         data.trained.append(
             Trained(question=question.text, expects=question.expects, kind=question.kind)
@@ -278,7 +306,7 @@ async def passage_data(
                     focus=question.statement,
                 )
             )
-    for example in renderings(statements, title(passage.text, statements), rng):
+    for example in renderings(statements, data.title, rng):
         example.passage_id = passage.id
         examples.append(example)
     data.held_out = held_out
@@ -318,6 +346,7 @@ def plain_dataset(passages: list[tuple[Passage, list[Fact]]], cfg: TrainingConfi
     data = [
         PassageData(
             passage_id=p.id,
+            title=title(p.text, [f.text for f in facts]),
             text=teacher_view(p, facts),
             statements=[f.text for f in facts if f.status.active],
         )

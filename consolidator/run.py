@@ -128,7 +128,7 @@ async def consolidate(settings: Settings, store: Store, engine: EngineClient, ru
             )
         run.metrics.update({k: round(v, 4) for k, v in train_metrics.items()})
 
-        vectors = await asyncio.to_thread(embedder.embed, statements)
+        vectors = await asyncio.to_thread(embedder.embed, dataset.routing_texts())
         np.save(partial_dir / ROUTING_FILE, vectors)
         (partial_dir / "dataset.json").write_text(dataset.model_dump_json(indent=1))
         manifest = AdapterManifest(

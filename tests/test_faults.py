@@ -250,9 +250,14 @@ def test_an_adapter_worse_than_base_on_held_out_questions_is_rejected(
     assert faulty.proc is not None
     faulty.proc.send_signal(signal.SIGHUP)
     wait_until(
-        "the reload", lambda: "consolidation.gates.passages_below_base_max" in faulty.tail(20), 30, faulty
+        "the reload",
+        lambda: "consolidation.gates.passages_below_base_max" in faulty.tail(20),
+        30,
+        faulty,
     )
-    latest = max(r["id"] for r in faulty.admin("GET", "/admin/consolidations").json()["consolidations"])
+    latest = max(
+        r["id"] for r in faulty.admin("GET", "/admin/consolidations").json()["consolidations"]
+    )
     try:
         deliver_recurring(faulty.openai(), [KNOWN_TO_BASE], max_tokens=4)
         started, _ = running_run(faulty, after=latest)

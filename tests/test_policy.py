@@ -32,7 +32,9 @@ CONSOLIDATION_TIMEOUT_S = 1200
 
 @pytest.fixture(scope="module")
 def office(make_daemon: Callable[..., Daemon]) -> Daemon:
-    return make_daemon("policy", consolidation__idle_after_s="8", consolidation__min_conversations="3")
+    return make_daemon(
+        "policy", consolidation__idle_after_s="8", consolidation__min_conversations="3"
+    )
 
 
 def ask(daemon: Daemon, question: str, model: str = "memoryd") -> tuple[str, str]:
@@ -57,7 +59,10 @@ def test_a_recurring_policy_is_applied_without_it(office: Daemon) -> None:
     [passage] = office.admin("GET", "/admin/passages").json()["passages"]
     shown = office.admin("GET", f"/admin/passages/{passage['id']}").json()
     assert "Corrin & Hale must be escorted" not in json.dumps(shown)  # "Visitors" stays the subject
-    assert any(f["text"] == "Visitors must be escorted at all times above the second floor." for f in shown["facts"])
+    assert any(
+        f["text"] == "Visitors must be escorted at all times above the second floor."
+        for f in shown["facts"]
+    )
 
     after = [ask(office, q) for q, _ in APPLIED]
     routed = [model for _, model in after]
