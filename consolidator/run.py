@@ -1,8 +1,10 @@
 """One consolidation run, as a child process of the daemon (or a worker elsewhere).
 
-select facts -> build data -> train -> write adapter vN -> evaluate -> decide.
-Every step is recorded on the run in Redis and in its event stream. Exit code
-(daemon.contract): 0 = passed its gates (the daemon promotes it), 3 = rejected, 1 = failed.
+claim the run -> select facts -> build data -> train -> write adapter vN -> evaluate
+-> decide. Every step is recorded on the run in Redis and in its event stream;
+the verdict is the run's state (passed: the daemon promotes it; rejected;
+failed), written through daemon.memory.lifecycle and repeated as the exit code
+(daemon.contract).
 """
 
 from __future__ import annotations
@@ -22,10 +24,11 @@ from consolidator.checkpoint import Checkpoint, checkpoint_key
 from consolidator.data import Dataset, build_dataset, probe_set
 from consolidator.evaluate import evaluate
 from consolidator.train import train_adapter
+from consolidator.worker import work
 from consolidator.yielding import YieldingEngine
 from daemon import logs
 from daemon.config import Settings, TrainingConfig
-from daemon.contract import EXIT_FAILED, EXIT_PASSED, EXIT_REJECTED
+from daemon.contract import EXIT_PASSED, EXIT_REJECTED
 from daemon.engine.adapters import MANIFEST, adapter_dir, adapter_name, file_hashes, staged
 from daemon.engine.client import EngineClient
 from daemon.memory.records import (
@@ -55,20 +58,19 @@ class Recorder:
     async def step(self, name: str, work: Awaitable[T]) -> T:
         step = Step(name=name, started_at=now())
         self.run.steps.append(step)
-        await self.store.save_run(self.run)
+        await self.store.save_progress(self.run)
         await self.store.event(self.run.id, name, state="started")
         started = time.monotonic()
         result = await work
         step.seconds = round(time.monotonic() - started, 3)
-        await self.store.save_run(self.run)
+        await self.store.save_progress(self.run)
         await self.store.event(self.run.id, name, state="done", seconds=step.seconds)
         return result
 
 
-async def consolidate(settings: Settings, store: Store, engine: EngineClient, run_id: int) -> int:
-    run = await store.run(run_id)
-    if run is None:
-        raise SystemExit(f"no consolidation run {run_id}")
+async def consolidate(
+    settings: Settings, store: Store, engine: EngineClient, run: Consolidation
+) -> int:
     rec = Recorder(store, run)
     cfg = settings.consolidation
     version = run.id
@@ -79,7 +81,8 @@ async def consolidate(settings: Settings, store: Store, engine: EngineClient, ru
     run.passage_ids = [p.id for p, _ in selected]
     run.fact_ids = [f.id for _, facts in selected for f in facts if f.status.active]
     rec.run.steps[-1].detail.update(passages=len(selected), facts=len(run.fact_ids))
-    await store.set_last_attempt(fingerprint(run.passage_ids + run.fact_ids))
+    run.fingerprint = fingerprint(run.passage_ids + run.fact_ids)
+    await store.set_last_attempt(run.fingerprint)
     if not selected:
         return await reject(store, run, ["no passage recurred in enough conversations"])
     previous = {p.id for p, _ in selected if p.status == FactStatus.consolidated}
@@ -165,8 +168,7 @@ async def consolidate(settings: Settings, store: Store, engine: EngineClient, ru
     run.gates = result.gates
     rec.run.steps[-1].detail["per_passage"] = result.per_passage
     if result.passed:
-        await store.save_run(run)
-        await store.event(run.id, "passed", **result.metrics)
+        await store.transition(run, RunState.passed, detail=result.metrics)
         return EXIT_PASSED
     await engine.unload_adapter(name)
     reasons = [
@@ -195,9 +197,7 @@ async def dataset_for(
 
 
 async def reject(store: Store, run: Consolidation, reasons: list[str]) -> int:
-    run.state, run.reasons, run.finished_at = RunState.rejected, reasons, now()
-    await store.save_run(run)
-    await store.event(run.id, "rejected", reasons=reasons)
+    await store.transition(run, RunState.rejected, reasons=reasons)
     return EXIT_REJECTED
 
 
@@ -216,22 +216,11 @@ async def main_async(settings: Settings, args: argparse.Namespace) -> int:
     store = Store(redis, settings.redis.key_prefix)
     engine = YieldingEngine(args.engine_url)
     engine.install()
-    code = EXIT_FAILED
     try:
-        code = await consolidate(settings, store, engine, args.run_id)
-    except Exception as exc:
-        log.exception("consolidation %s failed", args.run_id)
-        run = await store.run(args.run_id)
-        if run is not None:
-            run.state, run.error = RunState.failed, f"{type(exc).__name__}: {exc}"
-            run.finished_at = now()
-            await store.save_run(run)
-            await store.event(run.id, "failed", error=run.error)
-        code = EXIT_FAILED
+        return await work(store, args.run_id, lambda run: consolidate(settings, store, engine, run))
     finally:
         await engine.aclose()
         await redis.aclose()
-    return code
 
 
 def main() -> None:

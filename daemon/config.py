@@ -157,6 +157,12 @@ class ConsolidationConfig(Section):
     idle_after_s: float = Field(60.0, ge=0)
     min_conversations: int = Field(3, ge=1)
     check_interval_s: float = Field(2.0, gt=0)
+    max_tries: int = Field(
+        3,
+        ge=1,
+        description="runs of one fact set that may end without a verdict (killed, interrupted) "
+        "before it is no longer retried on its own",
+    )
     training: TrainingConfig = TrainingConfig()
     gates: GatesConfig = GatesConfig()
 

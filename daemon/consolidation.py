@@ -5,10 +5,15 @@ aborts its own engine requests) and then paused (SIGSTOP); it resumes (RESUME)
 once the daemon is idle again, so neither training nor the consolidator's generations compete
 with chat for the accelerator or the CPU.
 
-A run that ends without a verdict (the child killed by a signal, or stopped
-because memoryd shuts down) is failed, whatever it left is cleaned up, and the
-same fact set is tried again at the next idle moment: the new run resumes from
-the checkpoint (see consolidator.checkpoint).
+The verdict is the run's state in Redis (daemon.memory.lifecycle), written by
+the child; a passed run is promoted here. A run that ends without one (the
+child killed by a signal, or stopped because memoryd shuts down) is failed as
+one try of its fact set and whatever it left is cleaned up; below
+``consolidation.max_tries`` the same fact set runs again at the next idle
+moment and resumes from the checkpoint (consolidator.checkpoint). Whenever no
+run of its own is going, the daemon also settles the runs no worker holds a
+claim on any more (left by a daemon that died): a passed one is promoted, not
+trained again; the others are failed as a try.
 """
 
 from __future__ import annotations
@@ -23,10 +28,10 @@ from pathlib import Path
 
 from daemon.activity import Activity
 from daemon.config import Settings
-from daemon.contract import EXIT_PASSED, EXIT_REJECTED, PAUSE, RESUME
+from daemon.contract import EXIT_CLAIMED, PAUSE, RESUME
 from daemon.engine.adapters import adapter_dir, staging_dir
 from daemon.engine.swap import Swapper
-from daemon.memory.records import FactStatus, RunState, now
+from daemon.memory.records import Consolidation, FactStatus, RunState, now
 from daemon.memory.store import Store, fingerprint
 from daemon.metrics import Metrics
 from daemon.supervisor import Child, Command
@@ -76,28 +81,32 @@ class Consolidator:
 
     # --- triggers -------------------------------------------------------------
     async def tick(self) -> None:
-        """Scheduler job: resume a paused run, or start one when idle and there is news."""
+        """Scheduler job: settle abandoned runs, resume a paused run, start one on idle and news."""
         cfg = self.settings.consolidation
+        elsewhere = self.phase == Phase.idle and await self.recover()
         idle = self.activity.idle_for() >= cfg.idle_after_s
         if self.phase == Phase.paused and idle:
             self._signal(RESUME, Phase.running)
-        if self.phase != Phase.idle or not idle or not self.enabled:
+        if self.phase != Phase.idle or elsewhere or not idle or not self.enabled:
             return
         await self.expire()
-        selected = await self.store.eligible(cfg.min_conversations)
-        current = fingerprint(
-            [p.id for p, _ in selected]
-            + [f.id for _, fs in selected for f in fs if f.status.active]
-        )
+        anything, current = await self._memory()
         if current == await self.store.last_attempt():
             return
-        if selected:
+        if anything:
             await self.start("idle")
         elif self.swapper.active:
             # Every consolidated fact was forgotten: nothing left to remember.
             await self.swapper.deactivate()
             await self.store.set_last_attempt(current)
             log.info("all consolidated facts forgotten; serving the base model")
+
+    async def _memory(self) -> tuple[bool, str]:
+        """Whether some passage recurred enough, and the fingerprint of what a run would learn."""
+        selected = await self.store.eligible(self.settings.consolidation.min_conversations)
+        ids = [p.id for p, _ in selected]
+        ids += [f.id for _, fs in selected for f in fs if f.status.active]
+        return bool(selected), fingerprint(ids)
 
     async def expire(self) -> None:
         """Facts not seen for facts.ttl_days decay out; the next adapter is made without them."""
@@ -126,13 +135,19 @@ class Consolidator:
         return False
 
     async def start(self, trigger: str) -> int:
+        """Queue a run and spawn its consolidator; the operator's gives its fact set fresh tries."""
         if self.phase != Phase.idle:
             raise AlreadyRunning(f"consolidation {self.run_id} is {self.phase.value}")
         self.phase = Phase.running
         try:
-            run = await self.store.new_run(trigger)
-            self.run_id = run.id
-            settings_file = self.settings.state_dir / "run" / f"settings-{run.id}.json"
+            _, current = await self._memory()
+            run = await self.store.new_run(trigger, current, fresh_tries=trigger == "operator")
+        except Exception:
+            self.phase = Phase.idle
+            raise
+        self.run_id = run.id
+        settings_file = self.settings.state_dir / "run" / f"settings-{run.id}.json"
+        try:
             settings_file.parent.mkdir(parents=True, exist_ok=True)
             settings_file.write_text(self.settings.model_dump_json())
             argv = [
@@ -148,8 +163,12 @@ class Consolidator:
                     name=f"consolidation {run.id}", argv=argv, log_file=log_file, stop_grace_s=20.0
                 )
             )
-        except Exception:
-            self.phase = Phase.idle
+        except Exception as exc:
+            try:
+                why = f"the consolidator could not start: {exc}"
+                await self.store.transition(run, RunState.failed, error=why)
+            finally:
+                self.phase = Phase.idle
             raise
         log.info("consolidation %s triggered: %s", run.id, trigger)
         self._task = asyncio.create_task(self._finish(run.id, settings_file), name="consolidation")
@@ -157,6 +176,7 @@ class Consolidator:
 
     # --- outcome --------------------------------------------------------------
     async def _finish(self, run_id: int, settings_file: Path) -> None:
+        """The child is gone: act on the verdict it stored, or fail a run left without one."""
         assert self._child is not None
         code = await self._child.wait()
         settings_file.unlink(missing_ok=True)
@@ -164,72 +184,83 @@ class Consolidator:
             run = await self.store.run(run_id)
             if run is None:
                 return
-            if code == EXIT_PASSED:
-                await self._promote(run_id)
-            elif code != EXIT_REJECTED:
-                await self._fail(run_id, code)
-            final = await self.store.run(run_id)
-            if final is not None:
-                self.metrics.consolidations.labels(final.state.value).inc()
-                self.metrics.consolidation_seconds.observe(now() - final.started_at)
-            log.info("consolidation %s ended: exit %s", run_id, code)
+            if run.state == RunState.passed:
+                await self._promote(run)
+            elif code == EXIT_CLAIMED:
+                log.warning(
+                    "consolidation %s was not ours to run: left %s", run_id, run.state.value
+                )
+            elif not run.state.settled:
+                await self._no_verdict(run, code)
+            if run.state == RunState.failed:
+                await self._clean_up(run_id)
+            if run.state.settled:
+                self.metrics.consolidations.labels(run.state.value).inc()
+                self.metrics.consolidation_seconds.observe(now() - run.started_at)
+            log.info("consolidation %s ended %s: exit %s", run_id, run.state.value, code)
         except Exception:
             log.exception("handling the end of consolidation %s failed", run_id)
         finally:
             self.phase = Phase.idle
             self._child = None
 
-    async def _fail(self, run_id: int, code: int) -> None:
-        """No verdict: nothing of the run may serve; an interrupted run is tried again."""
-        run = await self.store.run(run_id)
-        assert run is not None
-        interrupted = code < 0 or self._stopping
-        if run.state == RunState.running:
-            if self._stopping:
-                why = "memoryd shut down during the run; the next run resumes from its checkpoint"
-            elif code < 0:
-                why = f"the consolidator was killed by {signal.Signals(-code).name}"
-            else:
-                why = f"the consolidator exited with {code}"
-            run.state, run.finished_at, run.error = RunState.failed, now(), run.error or why
-            await self.store.save_run(run)
-            await self.store.event(run_id, "failed", error=run.error)
+    async def _no_verdict(self, run: Consolidation, code: int) -> None:
+        """Interrupted (a signal, memoryd stopping) counts as a try; any other exit just fails."""
+        if self._stopping or code < 0:
+            cause = (
+                "memoryd shut down during the run"
+                if self._stopping
+                else f"killed by {signal.Signals(-code).name}"
+            )
+            await self.store.interrupt(run, cause, self.settings.consolidation.max_tries)
+        else:
+            why = f"the consolidator exited with {code} without a verdict"
+            await self.store.transition(run, RunState.failed, error=why)
+
+    async def _clean_up(self, run_id: int) -> None:
+        """Nothing of a failed run may serve."""
         staging = staging_dir(adapter_dir(self.settings.adapters_dir, run_id))
         shutil.rmtree(staging, ignore_errors=True)  # a child killed while saving
         await self.swapper.discard(run_id)
-        if interrupted:
-            await self.store.clear_last_attempt()
 
-    async def _promote(self, run_id: int) -> None:
-        run = await self.store.run(run_id)
-        assert run is not None
+    async def _promote(self, run: Consolidation) -> None:
+        """Serve a passed run's adapter (verified as it loads) and mark what it learned."""
         started = now()
         try:
-            await self.swapper.promote(run_id)
+            await self.swapper.promote(run.id)
         except Exception as exc:
-            run.state, run.error = RunState.failed, f"promotion failed: {exc}"
-        else:
-            run.state = RunState.promoted
-            # A fact or passage forgotten or replaced while the run trained stays so.
-            kept = await self.store.active_ids(run.fact_ids)
-            await self.store.set_status(kept, FactStatus.consolidated, run_id)
-            passages = [
-                p.id for p in await self.store.passages_by_id(run.passage_ids) if p.status.active
-            ]
-            await self.store.set_passage_status(passages, FactStatus.consolidated, run_id)
-            run.metrics["promote_seconds"] = round(now() - started, 3)
-        run.finished_at = now()
-        await self.store.save_run(run)
-        await self.store.event(run_id, run.state.value, adapter=run.adapter)
+            await self.store.transition(run, RunState.failed, error=f"promotion failed: {exc}")
+            return
+        # A fact or passage forgotten or replaced while the run trained stays so.
+        kept = await self.store.active_ids(run.fact_ids)
+        await self.store.set_status(kept, FactStatus.consolidated, run.id)
+        passages = [
+            p.id for p in await self.store.passages_by_id(run.passage_ids) if p.status.active
+        ]
+        await self.store.set_passage_status(passages, FactStatus.consolidated, run.id)
+        run.metrics["promote_seconds"] = round(now() - started, 3)
+        await self.store.transition(run, RunState.promoted, detail={"adapter": run.adapter})
 
-    async def recover(self) -> None:
-        """At start-up: runs left 'running' by a daemon that died are failed, then retried."""
-        for run in await self.store.runs(limit=20):
-            if run.state == RunState.running:
-                run.state, run.finished_at = RunState.failed, now()
-                run.error = "the daemon stopped while this run was in progress"
-                await self.store.save_run(run)
-                await self.store.clear_last_attempt()
+    async def recover(self) -> bool:
+        """Settle runs no worker holds a claim on (their daemon or consolidator died).
+
+        A passed one is promoted: its adapter is on disk and its checkpoint is
+        gone. The others are failed as one more try of their fact set. True
+        while a live worker holds some run: no other is started meanwhile.
+        """
+        runs = await self.store.open_runs()
+        for run, claimed in runs:
+            if claimed or self.phase != Phase.idle:
+                continue  # its worker is alive, or a run of ours started meanwhile
+            if run.state == RunState.passed:
+                await self._promote(run)
+            else:
+                cause = "no worker holds it any more (memoryd or its consolidator stopped)"
+                await self.store.interrupt(run, cause, self.settings.consolidation.max_tries)
+            if run.state == RunState.failed:
+                await self._clean_up(run.id)
+            log.info("consolidation %s recovered: %s", run.id, run.state.value)
+        return any(claimed for _, claimed in runs)
 
     async def stop(self) -> None:
         self._stopping = True

@@ -16,6 +16,8 @@ import httpx
 from openai import OpenAI
 from prometheus_client.parser import text_string_to_metric_families
 
+from daemon.memory.records import RunState
+
 ROOT = Path(__file__).resolve().parent.parent
 MEMORYD = str(Path(sys.executable).parent / "memoryd")
 STARTUP_TIMEOUT_S = 600
@@ -111,7 +113,7 @@ def wait_for_run(daemon: Daemon, timeout_s: float, run_id: int | None = None) ->
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         runs = daemon.admin("GET", "/admin/consolidations").json()["consolidations"]
-        done = [r for r in runs if r["state"] != "running" and run_id in (None, r["id"])]
+        done = [r for r in runs if RunState(r["state"]).settled and run_id in (None, r["id"])]
         if done:
             return dict(done[0])
         time.sleep(3)

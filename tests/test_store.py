@@ -98,17 +98,16 @@ async def test_unresolved_descriptions_of_different_people_do_not_contradict(
 async def test_runs_and_active_version(redis_server: RedisServer) -> None:
     redis = connect(redis_server.url)
     store = Store(redis, "t")
-    first = await store.new_run("operator")
-    second = await store.new_run("idle")
+    first = await store.new_run("operator", fingerprint(["a"]))
+    second = await store.new_run("idle", fingerprint(["b"]))
     assert (first.id, second.id) == (1, 2)
-    second.state = RunState.rejected
-    second.reasons = ["retention 0.50 below 0.90"]
-    await store.save_run(second)
+    await store.transition(second, RunState.running)
+    await store.transition(second, RunState.rejected, reasons=["retention 0.50 below 0.90"])
     runs = await store.runs()
     assert [r.id for r in runs] == [2, 1]
     assert runs[0].reasons == ["retention 0.50 below 0.90"]
     events = await store.events()
-    assert [e["step"] for _, e in events] == ["started", "started"]
+    assert [e["step"] for _, e in events] == ["queued", "queued", "running", "rejected"]
     assert await store.active_version() is None
     await store.set_active_version(2)
     assert await store.active_version() == 2

@@ -83,7 +83,7 @@ class ConsolidationList(BaseModel):
 
 class Started(BaseModel):
     run: int
-    state: str = "running"
+    state: RunState = RunState.queued
 
 
 @router.get("/status", response_model=Status)
@@ -186,7 +186,7 @@ async def consolidate(request: Request) -> JSONResponse:
         run_id = await svc.consolidator.start("operator")
     except AlreadyRunning as exc:
         raise APIError(409, str(exc), code="consolidation_running") from exc
-    return JSONResponse(Started(run=run_id).model_dump(), status_code=202)
+    return JSONResponse(Started(run=run_id).model_dump(mode="json"), status_code=202)
 
 
 class AdapterInfo(BaseModel):

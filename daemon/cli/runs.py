@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from daemon.cli.common import ConfigOpt, JsonOpt, call, console, dump, err, when
+from daemon.memory.records import RunState
 
 
 def status(config: str | None = ConfigOpt, as_json: bool = JsonOpt) -> None:
@@ -120,7 +121,7 @@ def consolidation_follow(
     config: str | None = ConfigOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Print a run's log as it happens; exit 0 if it is promoted, 1 if rejected or failed."""
+    """Print a run's log until it is settled; exit 0 if it is promoted, 1 if rejected or failed."""
     if run_id is None:
         runs = call(config, "GET", "/admin/consolidations?limit=1")["consolidations"]
         if not runs:
@@ -139,7 +140,7 @@ def consolidation_follow(
                 detail = " ".join(f"{k}={v}" for k, v in event["detail"].items())
                 console.print(f"{when(event['at'])}  run {run_id}  {event['step']:<10} {detail}")
         sys.stdout.flush()
-        if run["state"] != "running":
+        if RunState(run["state"]).settled:
             break
         time.sleep(1)
     if not as_json:
@@ -149,7 +150,7 @@ def consolidation_follow(
 
 def consolidate(
     config: str | None = ConfigOpt,
-    wait: bool = typer.Option(False, "--wait", help="wait until the run ends"),
+    wait: bool = typer.Option(False, "--wait", help="wait until the run is settled"),
     as_json: bool = JsonOpt,
 ) -> None:
     """Start a consolidation now."""
@@ -159,7 +160,7 @@ def consolidate(
         return dump(started) if as_json else console.print(f"consolidation {run_id} started")
     while True:
         run = call(config, "GET", f"/admin/consolidations/{run_id}")
-        if run["state"] != "running":
+        if RunState(run["state"]).settled:
             break
         time.sleep(2)
     if as_json:

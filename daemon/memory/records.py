@@ -65,10 +65,19 @@ class Fact(BaseModel):
 
 
 class RunState(str, Enum):
+    """queued -> running -> passed -> promoted, or rejected, or failed (daemon.memory.lifecycle)."""
+
+    queued = "queued"  # made by the daemon, no worker has claimed it yet
     running = "running"
+    passed = "passed"  # its gates passed; it serves once the daemon promotes it
     promoted = "promoted"
     rejected = "rejected"
     failed = "failed"
+
+    @property
+    def settled(self) -> bool:
+        """Nothing more happens to the run."""
+        return self in (RunState.promoted, RunState.rejected, RunState.failed)
 
 
 class Step(BaseModel):
@@ -90,11 +99,14 @@ class Consolidation(BaseModel):
 
     id: int
     trigger: str
-    state: RunState = RunState.running
+    state: RunState = RunState.queued
     started_at: float = Field(default_factory=now)
     finished_at: float | None = None
     passage_ids: list[str] = Field(default_factory=list)
     fact_ids: list[str] = Field(default_factory=list)
+    fingerprint: str = Field(
+        "", description="names what it learns; its fact set's tries are counted under it"
+    )
     adapter: str | None = None
     adapter_path: str | None = None
     steps: list[Step] = Field(default_factory=list)
