@@ -24,6 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.knowledge import read_tsv
+from daemon.memory.records import RunState
 from tests.harness import ROOT, Daemon, daemon_env, deliver_recurring
 
 BODY = {
@@ -44,7 +45,7 @@ def chat_ms(daemon: Daemon) -> float:
 def current_step(daemon: Daemon, run_id: int) -> str | None:
     """The step the run is in, or None once it has ended."""
     run = daemon.admin("GET", f"/admin/consolidations/{run_id}").json()
-    if run["state"] != "running":
+    if RunState(run["state"]).settled:
         return None
     return str(run["steps"][-1]["name"]) if run["steps"] else "start"
 

@@ -24,6 +24,7 @@ from pydantic import BaseModel
 
 from consolidator.heldout import recall
 from consolidator.questions import polarity
+from daemon.memory.records import RunState
 
 SETS = ("asked", "never_asked", "application", "distractor")
 MEMORY_SETS = ("asked", "never_asked", "application")  # routing should send these to the adapter
@@ -137,7 +138,9 @@ def run_suite(
     time.sleep(3)  # the observer writes after the response
     delivered_s = time.monotonic() - started
     run_id = admin("POST", "/admin/consolidate").json()["run"]
-    while (run := admin("GET", f"/admin/consolidations/{run_id}").json())["state"] == "running":
+    while not RunState(
+        (run := admin("GET", f"/admin/consolidations/{run_id}").json())["state"]
+    ).settled:
         time.sleep(5)
     if run["state"] != "promoted":
         raise SystemExit(

@@ -34,6 +34,7 @@ from openai import OpenAI
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.documents import load, report, run_suite
+from daemon.memory.records import RunState
 from tests.harness import ROOT, Daemon, daemon_env, deliver_recurring
 
 EFFICACY_PER_FACT = 4
@@ -135,9 +136,9 @@ def main() -> None:
         deliver_recurring(client, [fact for fact, _, _ in facts])
         time.sleep(2)  # the observer writes after the response
         run_id = daemon.admin("POST", "/admin/consolidate").json()["run"]
-        while (run := daemon.admin("GET", f"/admin/consolidations/{run_id}").json())[
-            "state"
-        ] == "running":
+        while not RunState(
+            (run := daemon.admin("GET", f"/admin/consolidations/{run_id}").json())["state"]
+        ).settled:
             time.sleep(5)
         if run["state"] != "promoted":
             raise SystemExit(
