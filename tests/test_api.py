@@ -367,7 +367,7 @@ def test_logs_are_json_lines(daemon: Daemon) -> None:
     records = [json.loads(line) for line in lines]
     assert records and all({"time", "level", "logger", "message"} <= set(r) for r in records)
     assert any(r["logger"].startswith("uvicorn") for r in records)
-    assert any(r["logger"] == "memoryd.engine" for r in records)
+    assert any(r["logger"] == "memoryd.supervisor" for r in records)  # the children it runs
 
 
 def test_sighup_reloads_the_config(daemon: Daemon) -> None:

@@ -229,7 +229,7 @@ def test_an_adapter_that_forgets_is_rejected_and_the_old_one_serves(
     assert (faulty.state_dir / "adapters" / f"v{run['id']}").is_dir()  # kept, to inspect
 
 
-KNOWN_TO_BASE = "The Eiffel Tower was built in 1889 in Paris."
+KNOWN_TO_BASE = "The Eiffel Tower stands in Paris."
 
 
 def test_an_adapter_worse_than_base_on_held_out_questions_is_rejected(
@@ -237,8 +237,8 @@ def test_an_adapter_worse_than_base_on_held_out_questions_is_rejected(
 ) -> None:
     """A passage the base model already knows, learned at a rate that breaks the adapter.
 
-    The held-out questions about it ("In what year was the Eiffel Tower built in
-    Paris?") are answered by the base model closed-book; the broken adapter answers
+    The held-out questions about it ("In which place does the Eiffel Tower
+    stand?") are answered by the base model closed-book; the broken adapter answers
     them worse, and that alone rejects it, naming the passage and both numbers.
     """
     active = status(faulty)["active_version"]
@@ -255,9 +255,8 @@ def test_an_adapter_worse_than_base_on_held_out_questions_is_rejected(
         30,
         faulty,
     )
-    latest = max(
-        r["id"] for r in faulty.admin("GET", "/admin/consolidations").json()["consolidations"]
-    )
+    runs = faulty.admin("GET", "/admin/consolidations").json()["consolidations"]
+    latest = max((r["id"] for r in runs), default=0)
     try:
         deliver_recurring(faulty.openai(), [KNOWN_TO_BASE], max_tokens=4)
         started, _ = running_run(faulty, after=latest)
