@@ -24,10 +24,11 @@ from pydantic import BaseModel
 
 from consolidator.heldout import recall
 from consolidator.questions import polarity
-from daemon.memory.records import RunState
+from tests.harness import Daemon, wait_for_run
 
 SETS = ("asked", "never_asked", "application", "distractor")
 MEMORY_SETS = ("asked", "never_asked", "application")  # routing should send these to the adapter
+RUN_TIMEOUT_S = 3600
 CONVERSATIONS = (("Hi, I have a few questions.", 2), ("Quick question.", 2), ("Hello!", 1))
 
 
@@ -114,10 +115,21 @@ def deliver(client: OpenAI, docs: list[Document]) -> None:
                 answer, _ = chat(client, "memoryd", messages)
 
 
+def promoted_run(daemon: Daemon) -> dict[str, Any]:
+    """Ask for a consolidation and wait for it; a run that is not promoted ends the bench."""
+    run_id = daemon.admin("POST", "/admin/consolidate").json()["run"]
+    run = wait_for_run(daemon, RUN_TIMEOUT_S, run_id)
+    if run["state"] != "promoted":
+        raise SystemExit(
+            f"consolidation ended {run['state']}: {run.get('error') or run['reasons']}"
+        )
+    return run
+
+
 def run_suite(
     client: OpenAI,
     engine: OpenAI,
-    admin: Any,
+    daemon: Daemon,
     docs: list[Document],
     general: list[list[str]],
 ) -> dict[str, Any]:
@@ -137,15 +149,7 @@ def run_suite(
     deliver(client, docs)
     time.sleep(3)  # the observer writes after the response
     delivered_s = time.monotonic() - started
-    run_id = admin("POST", "/admin/consolidate").json()["run"]
-    while not RunState(
-        (run := admin("GET", f"/admin/consolidations/{run_id}").json())["state"]
-    ).settled:
-        time.sleep(5)
-    if run["state"] != "promoted":
-        raise SystemExit(
-            f"consolidation ended {run['state']}: {run.get('error') or run['reasons']}"
-        )
+    run = promoted_run(daemon)
     adapter = run["adapter"]
     alone = ask_all(engine, [(adapter, q, None) for q in qs])
     served = ask_all(client, [("memoryd", q, None) for q in qs])

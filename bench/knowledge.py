@@ -33,8 +33,7 @@ from openai import OpenAI
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.documents import load, report, run_suite
-from daemon.memory.records import RunState
+from bench.documents import load, promoted_run, report, run_suite
 from tests.harness import ROOT, Daemon, daemon_env, deliver_recurring
 
 EFFICACY_PER_FACT = 4
@@ -117,7 +116,7 @@ def main() -> None:
             results = run_suite(
                 daemon.openai(timeout=600),
                 engine,
-                daemon.admin,
+                daemon,
                 load(ROOT / "bench" / "documents", args.docs),
                 general,
             )
@@ -135,15 +134,7 @@ def main() -> None:
         before = [knows(ask(engine, "base", q), k) for _, q, k in facts]
         deliver_recurring(client, [fact for fact, _, _ in facts])
         time.sleep(2)  # the observer writes after the response
-        run_id = daemon.admin("POST", "/admin/consolidate").json()["run"]
-        while not RunState(
-            (run := daemon.admin("GET", f"/admin/consolidations/{run_id}").json())["state"]
-        ).settled:
-            time.sleep(5)
-        if run["state"] != "promoted":
-            raise SystemExit(
-                f"consolidation ended {run['state']}: {run.get('error') or run['reasons']}"
-            )
+        run = promoted_run(daemon)
         model = run["adapter"]
         dataset = json.loads((Path(run["adapter_path"]) / "dataset.json").read_text())
         keyword = {f: k for f, _, k in facts}

@@ -342,15 +342,7 @@ class Store(RunLog):
         version: int | None = None,
         reason: str | None = None,
     ) -> None:
-        pipe = self.redis.pipeline(transaction=True)
-        for pid in pids:
-            key = self._k("passage", pid)
-            pipe.hset(key, "status", status.value)
-            if version is not None:
-                pipe.hset(key, "version", version)
-            if reason:
-                pipe.hset(key, "reason", reason)
-        await pipe.execute()
+        await self._set_status("passage", pids, status, version, reason)
 
     async def forget_passage(self, passage: Passage, reason: str) -> None:
         """The passage and every statement read in it leave every future adapter."""
@@ -367,9 +359,20 @@ class Store(RunLog):
         reason: str | None = None,
     ) -> None:
         """``version``: the adapter it went into (kept as it was when None)."""
+        await self._set_status("fact", fids, status, version, reason)
+
+    async def _set_status(
+        self,
+        kind: str,
+        ids: Iterable[str],
+        status: FactStatus,
+        version: int | None,
+        reason: str | None,
+    ) -> None:
+        """One write for the status of facts or passages, in one transaction."""
         pipe = self.redis.pipeline(transaction=True)
-        for fid in fids:
-            key = self._k("fact", fid)
+        for one in ids:
+            key = self._k(kind, one)
             pipe.hset(key, "status", status.value)
             if version is not None:
                 pipe.hset(key, "version", version)
