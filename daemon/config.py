@@ -69,6 +69,9 @@ class ObserverConfig(Section):
     min_chars: int = Field(20, ge=1)
     max_chars: int = Field(400, ge=1)
     questions_kept: int = Field(20, ge=0)
+    retry_s: float = Field(
+        120.0, ge=0, description="how long an observation is retried while Redis is unreachable"
+    )
 
 
 class TrainingConfig(Section):

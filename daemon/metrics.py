@@ -33,6 +33,11 @@ class Metrics:
         self.observer_failed = Gauge(
             "memoryd_observer_failed_total", "Observations not written (Redis error)", registry=r
         )
+        self.observer_retried = Gauge(
+            "memoryd_observer_retried_total",
+            "Observation writes retried while Redis was unreachable",
+            registry=r,
+        )
         self.facts = Gauge("memoryd_facts", "Facts by status", ["status"], registry=r)
         self.consolidations = Counter(
             "memoryd_consolidations_total",

@@ -269,12 +269,14 @@ def test_redis_killed_and_restarted_loses_nothing(faulty: Daemon) -> None:
     )
     assert after["redis"]["restarts"] == before["redis"]["restarts"] + 1
     assert after["redis"]["pid"] != pid
-    # Every observation made meanwhile was counted as not written, or written once Redis was back.
-    failed = after["observer"]["failed"] - before["observer"]["failed"]
-    observed = after["observer"]["observed"] - before["observer"]["observed"]
-    assert failed >= 1 and failed + observed == sent
+    # Every observation made meanwhile was retried until Redis was back, and written.
+    assert after["observer"]["failed"] == before["observer"]["failed"]
+    assert after["observer"]["observed"] - before["observer"]["observed"] == sent
+    assert after["observer"]["retried"] > before["observer"]["retried"]
     metrics = faulty.admin("GET", "/metrics").text
-    assert f"memoryd_observer_failed_total {float(after['observer']['failed'])}" in metrics
+    assert f"memoryd_observer_retried_total {float(after['observer']['retried'])}" in metrics
+    tickets = " ".join(p["text"] for p in faulty.admin("GET", "/admin/passages").json()["passages"])
+    assert all(f"Ticket {i}:" in tickets for i in range(sent))
 
     # What Redis acknowledged before it was killed came back from its append-only file.
     facts_after = {

@@ -285,6 +285,7 @@ async def metrics(request: Request) -> Response:
     m.observer_queue.set(svc.observer.queue.qsize())
     m.observer_dropped.set(stats.dropped)
     m.observer_failed.set(stats.failed)
+    m.observer_retried.set(stats.retried)
     m.active_version.set(svc.swapper.active.version if svc.swapper.active else 0)
     m.in_flight.set(svc.activity.in_flight)
     m.engine_ready.set(1 if svc.engines_ready() else 0)

@@ -12,9 +12,12 @@ import asyncio
 import hashlib
 import json
 import logging
+import time
 from typing import Any
 
 from pydantic import BaseModel
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from daemon.config import ObserverConfig
 from daemon.memory.language import Language
@@ -33,6 +36,7 @@ class ObserverStats(BaseModel):
     observed: int = 0
     dropped: int = 0
     failed: int = 0
+    retried: int = 0
     facts_written: int = 0
 
 
@@ -130,28 +134,55 @@ class Observer:
     def start(self) -> None:
         self._task = asyncio.create_task(self._work(), name="observer")
 
-    async def stop(self) -> None:
-        """Write out what is queued, then stop."""
+    async def stop(self, grace_s: float = 10.0) -> None:
+        """Write out what is queued, then stop; what Redis cannot take in `grace_s` is failed."""
         if self._task:
-            await self.queue.join()
+            try:
+                await asyncio.wait_for(self.queue.join(), grace_s)
+            except TimeoutError:
+                self.stats.failed += self.queue.qsize() + 1
+                log.warning("stopped with %d observations not written", self.queue.qsize() + 1)
             self._task.cancel()
 
     async def _work(self) -> None:
         while True:
             messages, explicit = await self.queue.get()
             try:
-                key = conversation_key(messages, explicit)
-                obs = await observe(self.store, self.lang, messages, key, self.cfg)
-                await self.store.record(obs, self.cfg.questions_kept)
-                self.stats.observed += 1
-                self.stats.facts_written += sum(len(p.statements or []) for p in obs.passages)
-                if self._failing:
-                    log.warning("observations are recorded again")
-                self._failing = False
-            except Exception:  # Redis down must not stop observing later requests
-                self.stats.failed += 1
-                if not self._failing:  # once per outage, not once per request
-                    log.warning("observation not recorded; counting failures", exc_info=True)
-                self._failing = True
+                await self._observe(messages, explicit)
             finally:
                 self.queue.task_done()
+
+    async def _observe(self, messages: list[dict[str, Any]], explicit: str | None) -> None:
+        """Record one request, retrying while Redis is unreachable (a restart takes seconds).
+
+        The write is one transaction, so a retry never counts an observation twice.
+        Only after `retry_s` of outage is the observation counted as failed.
+        """
+        key = conversation_key(messages, explicit)
+        deadline = time.monotonic() + self.cfg.retry_s
+        delay = 0.2
+        while True:
+            try:
+                obs = await observe(self.store, self.lang, messages, key, self.cfg)
+                await self.store.record(obs, self.cfg.questions_kept)
+            except (RedisConnectionError, RedisTimeoutError, OSError):
+                if not self._failing:  # once per outage, not once per request
+                    log.warning("Redis unreachable; retrying observations", exc_info=True)
+                self._failing = True
+                if time.monotonic() + delay > deadline:
+                    self.stats.failed += 1
+                    return
+                self.stats.retried += 1
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            except Exception:  # a bad request must not stop observing later ones
+                self.stats.failed += 1
+                log.warning("observation not recorded", exc_info=True)
+                return
+            self.stats.observed += 1
+            self.stats.facts_written += sum(len(p.statements or []) for p in obs.passages)
+            if self._failing:
+                log.warning("observations are recorded again")
+            self._failing = False
+            return
