@@ -28,6 +28,7 @@ from consolidator.questions import (
     combined,
     complete_sentences,
     grounded,
+    invents,
     phrasings,
     real_question,
     rule_questions,
@@ -173,6 +174,8 @@ def verdict(question: Question, answer: str, passage: str) -> tuple[str | None, 
     if kept is None:
         return None, "wrong_polarity" if question.kind == "rule" else "missed_answer"
     if question.kind != "rule" and not grounded(kept, passage, question.text):
+        return None, "ungrounded"
+    if invents(kept, f"{passage}\n{question.text}"):
         return None, "ungrounded"
     return kept, ""
 

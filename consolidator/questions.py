@@ -422,9 +422,23 @@ def expected_in(answer: str, expects: str) -> bool:
     return True
 
 
+def specifics(text: str) -> set[str]:
+    """Numbers and names (capitalised words not opening a sentence), casefolded."""
+    numbers = re.findall(r"\d+(?:[.,:]\d+)*", text)
+    names = re.findall(r"(?<![.!?:]\s)(?<!^)(?<!\n)\b[A-Z][\w'-]*", text.strip())
+    return {n.casefold() for n in numbers + names} - {"i"}
+
+
+def invents(answer: str, source: str) -> bool:
+    """The answer names a number or name the source does not: a small teacher's embroidery."""
+    known = {w.casefold() for w in words(source)} | set(re.findall(r"\d+(?:[.,:]\d+)*", source))
+    return any(s not in known for s in specifics(answer))
+
+
 def grounded(answer: str, passage: str, question: str) -> bool:
-    """The answer says something beyond the question, and what it says comes from the passage."""
-    if HEDGES.search(answer):
+    """The answer says something beyond the question, what it says comes from the passage,
+    and it names no number or name that is not there."""
+    if HEDGES.search(answer) or invents(answer, f"{passage}\n{question}"):
         return False
     said = content(answer) - content(question)
     if not said:

@@ -74,7 +74,14 @@ def test_teacher_answers_that_miss_or_invent_are_dropped() -> None:
     assert kept == "The canteen opens at 11:30."  # the invented second sentence is cut
     assert verdict(when, "The canteen opens at 11:", POLICY) == (None, "unfinished")
 
-    rule = Question("Can employees share their badges?", "no", "rule")
+    # Names and numbers the passage never gives are the teacher's own: not trained.
+    assert verdict(when, "The canteen opens at 11:30 since 1941.", POLICY) == (None, "ungrounded")
+    assert verdict(when, "The canteen in Paris opens at 11:30.", POLICY) == (None, "ungrounded")
+    assert verdict(
+        rule := Question("Can employees share their badges?", "no", "rule"),
+        "No, employees may not share badges since Rule 12.",
+        POLICY,
+    ) == (None, "ungrounded")
     assert verdict(rule, "Yes, employees can share badges.", POLICY) == (None, "wrong_polarity")
     assert verdict(rule, "No, employees may not share their badges. Ever.", POLICY)[0] == (
         "No, employees may not share their badges."
