@@ -41,7 +41,7 @@ from daemon.engine.client import BASE_MODEL_NAME, EngineClient
 from daemon.memory.language import Language
 from daemon.memory.records import Fact, Passage
 from daemon.memory.relevance import Embedder
-from daemon.memory.segment import normalize
+from daemon.memory.segment import blocks, normalize
 
 RECALL_PROMPTS = (
     "What do you know about {s}?",
@@ -339,9 +339,30 @@ async def build_dataset(
         )
     )
     examples = [e for _, ex in per_passage for e in ex]
+    if cfg.passage_text_copies:
+        examples.extend(e for d, _ in per_passage for e in passage_text(d, cfg.passage_text_copies))
     examples.extend(await replay)
     rng.shuffle(examples)
     return Dataset(examples=examples, passages=[d for d, _ in per_passage])
+
+
+def passage_text(data: PassageData, copies: int, max_chars: int = 600) -> list[Example]:
+    """The passage itself as text to learn, in pieces a training row holds, and its statements.
+
+    Questions alone teach answers to those questions; the text itself, next to
+    them, is what makes a fact answerable when it is asked another way
+    (docs/BENCHMARKS.md, the passage-text ablation).
+    """
+    pieces: list[str] = []
+    for block in blocks(data.text):
+        if pieces and len(pieces[-1]) + len(block) < max_chars:
+            pieces[-1] += "\n" + block
+        else:
+            pieces.append(block)
+    return [
+        Example(question="", answer=text, kind="raw", passage_id=data.passage_id)
+        for text in pieces * copies + data.statements
+    ]
 
 
 def plain_dataset(passages: list[tuple[Passage, list[Fact]]], cfg: TrainingConfig) -> Dataset:

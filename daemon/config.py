@@ -92,13 +92,19 @@ class TrainingConfig(Section):
         ]
     )
     learning_rate: float = 1e-3
-    epochs: int = 1
+    epochs: int = 3
     min_steps: int = Field(
         60, ge=0, description="with little to learn, more epochs until this many optimizer steps"
     )
     batch_size: int = 8
     max_seq_len: int = 160
     replay_examples: int = 100
+    passage_text_copies: int = Field(
+        2,
+        ge=0,
+        description="the passage itself, in pieces, as plain text to learn this many times "
+        "(its statements once); 0 = questions and answers only",
+    )
     phrasings_per_question: int = Field(
         3, ge=1, le=4, description="ways each written question is put, each answered by the teacher"
     )

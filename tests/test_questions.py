@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from consolidator.data import verdict
+from consolidator.data import PassageData, passage_text, verdict
 from consolidator.heldout import HeldOut
 from consolidator.questions import (
     Question,
@@ -116,3 +116,17 @@ def test_held_out_scores_yes_no_by_polarity_and_spans_by_recall() -> None:
     )
     assert span.score("She was born in 1958 in Kestrel Point.") == 1.0
     assert 0 < span.score("In 1958.") < 1.0
+
+
+def test_the_passage_itself_is_learned_in_pieces_a_row_holds() -> None:
+    text = "# Badges\n\n" + "\n\n".join(f"Rule {i}: " + "badges stay on. " * 12 for i in range(6))
+    data = PassageData(
+        passage_id="p", title="Badges", text=text, statements=["Badges stay on at all times."]
+    )
+    examples = passage_text(data, copies=2, max_chars=600)
+    pieces = [e.answer for e in examples[:-1]]
+    assert all(e.kind == "raw" and e.passage_id == "p" for e in examples)
+    assert examples[-1].answer == "Badges stay on at all times."
+    assert len(pieces) % 2 == 0 and pieces[: len(pieces) // 2] == pieces[len(pieces) // 2 :]
+    assert all(len(p) <= 600 for p in pieces)
+    assert all(f"Rule {i}:" in "\n".join(pieces) for i in range(6))
