@@ -86,7 +86,7 @@ async def start(settings: Settings) -> Services:
         private = PrivateRedis(settings.state_dir)
         await private.start()
         redis_url = private.url
-    redis = connect(redis_url)
+    redis = connect(redis_url, settings.redis)
     store = Store(redis, settings.redis.key_prefix)
 
     model_dir = await prepare_model(settings)
