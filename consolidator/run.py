@@ -212,7 +212,7 @@ def settings_model_dir(settings: Settings) -> Path:
 
 
 async def main_async(settings: Settings, args: argparse.Namespace) -> int:
-    redis = connect(args.redis_url)
+    redis = connect(args.redis_url, settings.redis)
     store = Store(redis, settings.redis.key_prefix)
     engine = YieldingEngine(args.engine_url)
     engine.install()
