@@ -149,6 +149,12 @@ class TrainingConfig(Section):
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
         "auto", description="autocast dtype; auto = bfloat16 where supported, else float16 on GPUs"
     )
+    memory_budget_gib: float = Field(
+        0.0,
+        ge=0,
+        description="memory a run may use; a run estimated above it is refused before it "
+        "starts; 0 = what is free on the GPU (or host) when it starts",
+    )
     seed: int = 0
 
 
