@@ -109,6 +109,8 @@ async def start(settings: Settings) -> Services:
         settings.served_model_name,
         settings.routing,
         settings.routing_threshold,
+        # vLLM holds max_loras at once: the active version, one being evaluated, the rest resident.
+        resident=max(0, settings.engine.max_loras - 2),
     )
     await swapper.restore()
     if managed:

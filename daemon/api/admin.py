@@ -26,6 +26,7 @@ from daemon.engine.adapters import (
     versions_on_disk,
 )
 from daemon.engine.client import BASE_MODEL_NAME
+from daemon.engine.swap import Promotion
 from daemon.memory.records import Consolidation, FactStatus, RunState
 from daemon.services import Services
 
@@ -206,6 +207,7 @@ class AdapterInfo(BaseModel):
 class AdapterList(BaseModel):
     active: str | None
     adapters: list[AdapterInfo]
+    last_promotion: Promotion | None = None  # the latest promotion's steps and their seconds
 
 
 @router.get("/adapters", response_model=AdapterList)
@@ -242,7 +244,11 @@ async def adapters(request: Request) -> AdapterList:
             )
         )
     active = svc.swapper.active
-    return AdapterList(active=active.name if active else None, adapters=out)
+    return AdapterList(
+        active=active.name if active else None,
+        adapters=out,
+        last_promotion=svc.swapper.last_promotion,
+    )
 
 
 @router.post("/adapters/{version}/activate", response_model=AdapterList)
