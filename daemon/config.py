@@ -68,6 +68,12 @@ class EngineConfig(Section):
         default_factory=list, description="external vLLM base URLs; empty = managed child"
     )
     port: int = Field(8100, ge=1, le=65535, description="loopback port of the managed vLLM child")
+    health_interval_s: float = Field(
+        5.0,
+        gt=0,
+        description="external upstreams are probed this often: a failing one takes no "
+        "requests, one that passes again gets the served adapters back",
+    )
     max_lora_rank: int = 16
     max_loras: int = 3
     max_model_len: int = 2048

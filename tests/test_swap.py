@@ -19,6 +19,8 @@ from tests.test_lifecycle import write_adapter
 class RecordingEngine:
     """Stands in for vLLM's admin API: what was loaded, unloaded and warmed up, in order."""
 
+    url = "http://engine"
+
     def __init__(self, loaded: set[str] | None = None) -> None:
         self.loaded = set(loaded or ())
         self.calls: list[tuple[str, str]] = []
@@ -28,6 +30,9 @@ class RecordingEngine:
         fresh = name not in self.loaded
         self.loaded.add(name)
         return fresh
+
+    async def loaded_models(self) -> list[str]:
+        return ["base", *sorted(self.loaded)]
 
     async def unload_adapter(self, name: str) -> None:
         self.calls.append(("unload", name))
@@ -79,3 +84,22 @@ async def test_resident_versions_flip_without_loading(store: Store, tmp_path: Pa
     assert ("unload", "mem-v2") in engine.calls
     assert list(swapper.loaded) == ["mem-v1", "mem-v3"] and engine.loaded == {"mem-v1", "mem-v3"}
     assert await swapper.resolve("memoryd", list) == "mem-v3"
+
+
+async def test_restarted_engine_gets_the_active_version_first(store: Store, tmp_path: Path) -> None:
+    for version in (1, 2):
+        write_adapter(tmp_path, version)
+    engine = RecordingEngine()
+    swapper = Swapper(
+        [cast(EngineClient, engine)], store, tmp_path, "memoryd", "always", resident=1
+    )
+    await swapper.promote(1)
+    await swapper.promote(2)
+    restarted = RecordingEngine()  # an engine that lost everything loaded at runtime
+    await swapper.reconcile(cast(EngineClient, restarted))
+    assert restarted.calls == [
+        ("load", "mem-v2"), ("chat", "mem-v2"), ("load", "mem-v1"), ("chat", "mem-v1")
+    ]  # fmt: skip
+    restarted.calls.clear()
+    await swapper.reconcile(cast(EngineClient, restarted))  # nothing missing: nothing done
+    assert restarted.calls == []

@@ -222,6 +222,23 @@ class Swapper:
             except Exception:
                 log.warning("unloading %s failed", name, exc_info=True)
 
+    async def reconcile(self, engine: EngineClient) -> None:
+        """Load on ``engine`` every version memoryd serves that it does not report loaded.
+
+        An engine that restarted lost its adapters; the active one first. A load
+        that fails raises: the engine must not take requests for the alias.
+        """
+        reported = set(await engine.loaded_models())
+        names = [n for n in reversed(self.loaded) if n not in reported]
+        active = self.active
+        for name in sorted(names, key=lambda n: active is None or n != active.name):
+            loaded = self.loaded.get(name)
+            if loaded is None:
+                continue  # unloaded meanwhile
+            log.warning("engine %s lacks %s: loading it again", engine.url, name)
+            if await engine.load_adapter(name, str(loaded.path.resolve())):
+                await engine.chat(name, WARMUP, max_tokens=1)
+
     async def restore(self) -> None:
         """After (re)starting an engine: load the active version again."""
         version = await self.store.active_version()
