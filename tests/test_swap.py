@@ -9,7 +9,7 @@ from typing import Any, cast
 
 import pytest
 
-from daemon.engine.client import EngineClient
+from daemon.engine.client import EngineClient, EngineError
 from daemon.engine.swap import Swapper
 from daemon.memory.store import Store, connect
 from tests.conftest import RedisServer
@@ -21,12 +21,15 @@ class RecordingEngine:
 
     url = "http://engine"
 
-    def __init__(self, loaded: set[str] | None = None) -> None:
+    def __init__(self, loaded: set[str] | None = None, refuses: bool = False) -> None:
         self.loaded = set(loaded or ())
+        self.refuses = refuses
         self.calls: list[tuple[str, str]] = []
 
     async def load_adapter(self, name: str, path: str) -> bool:
         self.calls.append(("load", name))
+        if self.refuses:
+            raise EngineError(f"loading {name} from {path} failed: rank 64 > max_lora_rank 16")
         fresh = name not in self.loaded
         self.loaded.add(name)
         return fresh
@@ -103,3 +106,18 @@ async def test_restarted_engine_gets_the_active_version_first(store: Store, tmp_
     restarted.calls.clear()
     await swapper.reconcile(cast(EngineClient, restarted))  # nothing missing: nothing done
     assert restarted.calls == []
+
+
+async def test_an_engine_that_cannot_load_blocks_the_promotion(
+    store: Store, tmp_path: Path
+) -> None:
+    for version in (1, 2):
+        write_adapter(tmp_path, version)
+    good, bad = RecordingEngine(), RecordingEngine(refuses=True)
+    swapper = Swapper([cast(EngineClient, good)], store, tmp_path, "memoryd", "always")
+    await swapper.promote(1)
+    swapper.engines.append(cast(EngineClient, bad))
+    with pytest.raises(EngineError, match=r"engine http://engine cannot load mem-v2: .*rank 64"):
+        await swapper.promote(2)
+    assert swapper.active is not None and swapper.active.name == "mem-v1"
+    assert await store.active_version() == 1

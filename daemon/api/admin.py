@@ -25,7 +25,7 @@ from daemon.engine.adapters import (
     verify,
     versions_on_disk,
 )
-from daemon.engine.client import BASE_MODEL_NAME
+from daemon.engine.client import BASE_MODEL_NAME, EngineError
 from daemon.engine.swap import Promotion
 from daemon.memory.records import Consolidation, FactStatus, RunState
 from daemon.services import Services
@@ -263,6 +263,8 @@ async def activate(request: Request, version: int, force: bool = False) -> Adapt
         await svc.swapper.promote(version)
     except AdapterInvalid as exc:
         raise APIError(409, str(exc), code="adapter_invalid") from exc
+    except EngineError as exc:
+        raise APIError(502, str(exc), code="engine_refused_adapter") from exc
     await svc.store.event(version, "activated", by="operator")
     return await adapters(request)
 

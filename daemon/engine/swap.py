@@ -29,7 +29,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from daemon.engine.adapters import adapter_dir, adapter_name, verify
-from daemon.engine.client import BASE_MODEL_NAME, EngineClient
+from daemon.engine.client import BASE_MODEL_NAME, EngineClient, EngineError
 from daemon.memory.relevance import Embedder, Relevance, query_text
 from daemon.memory.store import Store
 
@@ -143,7 +143,12 @@ class Swapper:
         manifest = await asyncio.to_thread(verify, path)
         laps.lap("verify")
         for engine in self.engines:
-            if await engine.load_adapter(name, str(path.resolve())):
+            # One engine that cannot load it blocks the promotion: every engine serves the alias.
+            try:
+                fresh = await engine.load_adapter(name, str(path.resolve()))
+            except EngineError as exc:
+                raise EngineError(f"engine {engine.url} cannot load {name}: {exc}") from exc
+            if fresh:
                 laps.lap("load")
                 await engine.chat(name, WARMUP, max_tokens=1)
                 laps.lap("warm up")
