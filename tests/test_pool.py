@@ -36,7 +36,10 @@ def test_least_outstanding_healthy_engine_takes_the_request() -> None:
     assert pool.pick() is b
     b.healthy = False
     assert pool.pick() is c
-    a.healthy = c.healthy = False
+    b.healthy = True
+    b.outstanding = c.outstanding = 0
+    assert [pool.pick() for _ in range(4)] == [b, c, b, c]  # equals take turns
+    a.healthy = b.healthy = c.healthy = False
     assert not pool.any_healthy()
     with pytest.raises(NoEngine):
         pool.pick()

@@ -37,6 +37,7 @@ class Pool:
     def __init__(self, clients: list[EngineClient], health_interval_s: float = 5.0) -> None:
         self.replicas = [Replica(c) for c in clients]
         self.health_interval_s = health_interval_s
+        self._turn = 0  # where the next search for the least loaded starts
         self._watch: asyncio.Task[None] | None = None
 
     @property
@@ -47,11 +48,16 @@ class Pool:
         return any(r.healthy for r in self.replicas)
 
     def pick(self) -> Replica:
-        """The healthy replica with the fewest requests outstanding (the first among equals)."""
-        healthy = [r for r in self.replicas if r.healthy]
+        """The healthy replica with the fewest requests outstanding; equals take turns, so
+        requests one at a time are spread too."""
+        n = len(self.replicas)
+        order = [self.replicas[(self._turn + i) % n] for i in range(n)]
+        healthy = [r for r in order if r.healthy]
         if not healthy:
             raise NoEngine("no engine is healthy")
-        return min(healthy, key=lambda r: r.outstanding)
+        chosen = min(healthy, key=lambda r: r.outstanding)  # the first of the least loaded
+        self._turn = (self.replicas.index(chosen) + 1) % n
+        return chosen
 
     async def check(self, replica: Replica, reconcile: Reconcile) -> None:
         """Probe one replica; a healthy one is reconciled before it takes requests again."""
