@@ -109,6 +109,9 @@ def test_restarted_upstream_serves_the_memory_model_again(
         state,
         model_dir,
         routing="always",
+        # No idle tick: this adapter carries no facts, and a daemon idle for a minute would
+        # find its memory empty and serve the base model.
+        consolidation__idle_after_s="100000",
         engine__upstreams=json.dumps([f"http://127.0.0.1:{upstream.port}"]),
         engine__health_interval_s=str(HEALTH_INTERVAL_S),
     )
