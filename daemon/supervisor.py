@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from daemon.children import die_with_parent
+from daemon.logs import Rotation
 
 log = logging.getLogger("memoryd.supervisor")
 Check = Callable[[], Awaitable[bool]]
@@ -38,6 +39,7 @@ class Command:
     env: Mapping[str, str] = field(default_factory=dict)  # on top of the daemon's environment
     cwd: Path | None = None
     log_file: Path | None = None  # stdout and stderr; None = discarded
+    log_rotation: Rotation | None = None  # applied at each spawn and liveness probe
     stop_grace_s: float = 10.0  # between SIGTERM and SIGKILL
 
 
@@ -97,6 +99,8 @@ class Child:
         with contextlib.ExitStack() as files:
             if command.log_file:
                 command.log_file.parent.mkdir(parents=True, exist_ok=True)
+                if command.log_rotation:
+                    await asyncio.to_thread(command.log_rotation.apply, command.log_file)
                 out = files.enter_context(command.log_file.open("ab")).fileno()
             proc = await asyncio.create_subprocess_exec(
                 *command.argv,
@@ -226,6 +230,11 @@ class Supervisor:
                 await asyncio.wait({exited}, timeout=probe.every_s)
                 if exited.done():
                     return f"exited with {exited.result()}"
+                if child.command.log_file and child.command.log_rotation:
+                    # A copy of up to log_max_mib: off the event loop.
+                    await asyncio.to_thread(
+                        child.command.log_rotation.apply, child.command.log_file
+                    )
                 failed = 0 if await probe.passes() else failed + 1
         finally:
             exited.cancel()

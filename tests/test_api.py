@@ -269,7 +269,8 @@ def test_pause_resume_and_empty_adapters(daemon: Daemon) -> None:
     assert daemon.admin("GET", "/admin/status").json()["consolidation"]["enabled"] is False
     assert daemon.cli("resume").returncode == 0
     assert daemon.admin("GET", "/admin/status").json()["consolidation"]["enabled"] is True
-    assert daemon.admin("GET", "/admin/adapters").json() == {"active": None, "adapters": []}
+    listed = daemon.admin("GET", "/admin/adapters").json()
+    assert listed == {"active": None, "adapters": [], "last_promotion": None}
     missing = daemon.cli("adapters", "rollback", "7")
     assert missing.returncode == 1 and "no manifest.json" in missing.stderr
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.config import ConfigError, load_settings
+from daemon import preflight
+from daemon.config import ConfigError, EngineConfig, RedisConfig, load_settings
 from tests.harness import MEMORYD, ROOT
 
 DEFAULT = ROOT / "configs" / "default.yaml"
@@ -58,3 +59,67 @@ def test_serve_refuses_open_public_bind(tmp_path: Path) -> None:
     }
     out = subprocess.run([MEMORYD, "serve"], env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "api_keys" in out.stderr
+
+
+def serve_refusal(tmp_path: Path, **env: str) -> list[str]:
+    """The lines `memoryd serve` prints when it refuses to start (it must refuse: exit 2)."""
+    base = {
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": str(ROOT),
+        "MEMORYD_CONFIG": str(DEFAULT),
+        "MEMORYD_STATE_DIR": str(tmp_path / "state"),
+    }
+    out = subprocess.run(
+        [MEMORYD, "serve"], env={**base, **env}, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 2, out.stderr
+    return out.stderr.strip().splitlines()
+
+
+def test_serve_refuses_rank_above_max_lora_rank_and_bad_extra_args(tmp_path: Path) -> None:
+    """Two problems: one line each, naming its key, before anything is started."""
+    lines = serve_refusal(
+        tmp_path,
+        MEMORYD_CONSOLIDATION__TRAINING__RANK="32",
+        MEMORYD_ENGINE__EXTRA_ARGS='["--no-such-flag", "1"]',
+    )
+    assert len(lines) == 2, lines
+    assert "consolidation.training.rank 32 is above engine.max_lora_rank 16" in lines[0]
+    assert "engine.extra_args" in lines[1]
+    assert "unrecognized arguments: --no-such-flag" in lines[1]
+    assert not (tmp_path / "state").exists()  # refused before anything was started
+
+
+def test_serve_refuses_a_max_lora_rank_vllm_does_not_offer(tmp_path: Path) -> None:
+    lines = serve_refusal(
+        tmp_path, MEMORYD_ENGINE__MAX_LORA_RANK="24", MEMORYD_CONSOLIDATION__TRAINING__RANK="8"
+    )
+    assert len(lines) == 1 and "--max-lora-rank: invalid choice: 24" in lines[0], lines
+
+
+def test_memoryds_own_vllm_command_passes_vllms_parser() -> None:
+    settings = load_settings(DEFAULT)
+    assert preflight.problems(settings) == []
+
+
+def test_field_problems_name_their_keys(tmp_path: Path) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    s = load_settings(DEFAULT).model_copy(
+        update={
+            "state_dir": blocked / "state",
+            "engine": EngineConfig(port=8000, model=str(tmp_path)),
+            "redis": RedisConfig(url="rediss://r:6380/0", tls_ca_file=str(tmp_path / "ca.pem")),
+        }
+    )
+    found = preflight.field_problems(s)
+    assert len(found) == 4, found
+    for key in ("state_dir", "engine.model", "redis.tls_ca_file", "engine.port 8000"):
+        assert sum(line.startswith(key) for line in found) == 1, (key, found)
+
+
+def test_redis_url_scheme_is_checked(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("redis:\n  url: http://127.0.0.1:6379\n")
+    with pytest.raises(ConfigError, match=r"redis\.url: .*rediss://"):
+        load_settings(bad)

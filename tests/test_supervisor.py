@@ -22,6 +22,7 @@ import pytest
 from daemon.config import EngineConfig
 from daemon.engine import process
 from daemon.engine.process import ManagedEngine
+from daemon.logs import Rotation
 from daemon.memory.store import connect
 from daemon.redis_server import PrivateRedis
 from daemon.supervisor import Backoff, Child, ChildSpec, Command, Probe, Supervisor
@@ -309,3 +310,34 @@ async def test_managed_engine_reloads_after_a_restart(
     finally:
         await engine.stop()
     assert engine.pid is None and (tmp_path / "vllm.log").exists()
+
+
+async def always() -> bool:
+    return True
+
+
+async def test_child_log_is_rotated_while_it_runs(tmp_path: Path) -> None:
+    """A child that keeps writing: its log stays near the limit, older parts kept as .1 .. .keep."""
+    log_file = tmp_path / "child.log"
+    writer = "import time\nwhile True:\n    print('x' * 999, flush=True)\n    time.sleep(0.001)\n"
+    spec = ChildSpec(
+        command=Command(
+            name="chatty",
+            argv=[sys.executable, "-c", writer],
+            log_file=log_file,
+            log_rotation=Rotation(max_bytes=20_000, keep=2),
+        ),
+        ready=Probe(always, every_s=0.05),
+        live=Probe(always, every_s=0.05),
+    )
+    sup = Supervisor(spec)
+    await sup.start()
+    sup.supervise()
+    try:
+        await asyncio.sleep(1.5)
+    finally:
+        await sup.stop()
+    rotated = sorted(p.name for p in tmp_path.iterdir())
+    assert rotated == ["child.log", "child.log.1", "child.log.2"], rotated
+    assert log_file.stat().st_size < 200_000  # without rotation: ~1 MB by now
+    assert (tmp_path / "child.log.1").read_text().startswith("x" * 999)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -43,6 +44,41 @@ def test_external_engine_and_redis_drop_in_verifies(tmp_path: Path) -> None:
     engine = (ROOT / "systemd" / "memoryd-vllm.service").read_text()
     (tmp_path / "memoryd-vllm.service").write_text(stand_in(engine))  # what it Requires=
     verify(unit + "\n" + drop_in, "memoryd.service", tmp_path)
+
+
+def exposure(text: str, name: str, tmp_path: Path) -> float:
+    """`systemd-analyze security`'s overall exposure level (0 = locked down, 10 = exposed)."""
+    copy = tmp_path / name
+    copy.write_text(stand_in(text))
+    out = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", "--no-pager", str(copy)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    level = re.search(r"Overall exposure level for \S+: ([\d.]+)", out.stdout + out.stderr)
+    assert level, out.stdout + out.stderr
+    return float(level.group(1))
+
+
+@pytest.mark.parametrize("unit", UNITS, ids=[u.name for u in UNITS])
+def test_unit_security_exposure_is_low(unit: Path, tmp_path: Path) -> None:
+    """The scores recorded in docs/DEPLOY.md; a directive dropped raises the level."""
+    text = unit.read_text()
+    assert exposure(text, unit.name, tmp_path) <= 1.8
+    assert exposure(text.replace("SystemCallFilter=@system-service\n", ""), unit.name, tmp_path) > 2
+    recorded = (ROOT / "docs" / "DEPLOY.md").read_text()
+    assert f"| `{unit.name}` | 1.8 |" in recorded
+
+
+@pytest.mark.parametrize("unit", UNITS, ids=[u.name for u in UNITS])
+def test_units_keep_files_private_and_caches_in_their_cache_directory(unit: Path) -> None:
+    text = unit.read_text()
+    cache = re.search(r"^CacheDirectory=(\S+)$", text, re.M)
+    assert cache and "UMask=0077" in text
+    for variable in ("XDG_CACHE_HOME", "HF_HOME", "VLLM_CACHE_ROOT"):
+        value = re.search(rf"^Environment={variable}=(\S+)$", text, re.M)
+        assert value and value.group(1).startswith(f"/var/cache/{cache.group(1)}"), variable
 
 
 def test_main_unit_is_notify_and_hardened() -> None:

@@ -25,7 +25,8 @@ from daemon.engine.adapters import (
     verify,
     versions_on_disk,
 )
-from daemon.engine.client import BASE_MODEL_NAME
+from daemon.engine.client import BASE_MODEL_NAME, EngineError
+from daemon.engine.swap import Promotion
 from daemon.memory.records import Consolidation, FactStatus, RunState
 from daemon.services import Services
 
@@ -206,6 +207,7 @@ class AdapterInfo(BaseModel):
 class AdapterList(BaseModel):
     active: str | None
     adapters: list[AdapterInfo]
+    last_promotion: Promotion | None = None  # the latest promotion's steps and their seconds
 
 
 @router.get("/adapters", response_model=AdapterList)
@@ -242,7 +244,11 @@ async def adapters(request: Request) -> AdapterList:
             )
         )
     active = svc.swapper.active
-    return AdapterList(active=active.name if active else None, adapters=out)
+    return AdapterList(
+        active=active.name if active else None,
+        adapters=out,
+        last_promotion=svc.swapper.last_promotion,
+    )
 
 
 @router.post("/adapters/{version}/activate", response_model=AdapterList)
@@ -257,6 +263,8 @@ async def activate(request: Request, version: int, force: bool = False) -> Adapt
         await svc.swapper.promote(version)
     except AdapterInvalid as exc:
         raise APIError(409, str(exc), code="adapter_invalid") from exc
+    except EngineError as exc:
+        raise APIError(502, str(exc), code="engine_refused_adapter") from exc
     await svc.store.event(version, "activated", by="operator")
     return await adapters(request)
 

@@ -28,6 +28,7 @@ from daemon.api.protocol import (
     ModelList,
 )
 from daemon.engine.client import BASE_MODEL_NAME
+from daemon.engine.pool import Replica
 from daemon.engine.swap import UnknownModel
 from daemon.memory.observer import message_text
 from daemon.services import Services
@@ -82,6 +83,7 @@ async def forward(
         ) from None
     if not svc.engines_ready():
         raise APIError(503, "the engine is restarting", headers={"Retry-After": "5"})
+    replica = svc.pool.pick()
     limit = svc.settings.server.max_concurrent_requests
     if svc.activity.in_flight >= limit:
         raise APIError(
@@ -94,11 +96,16 @@ async def forward(
     if svc.drop_seed:
         data.pop("seed", None)
     served = Served(
-        svc, public_name, engine_name, data, request.headers.get("x-conversation-id") or parsed.user
+        svc,
+        replica,
+        public_name,
+        engine_name,
+        data,
+        request.headers.get("x-conversation-id") or parsed.user,
     )
     timeout = svc.settings.server.upstream_timeout_s
     upstream = svc.http.post(
-        svc.pick_engine().url + path,
+        replica.client.url + path,
         data=json.dumps(data).encode(),
         headers=JSON_HEADERS,
         timeout=aiohttp.ClientTimeout(sock_connect=timeout, sock_read=timeout),
@@ -180,20 +187,23 @@ class Served:
     def __init__(
         self,
         svc: Services,
+        replica: Replica,
         public_name: str,
         engine_name: str,
         data: dict[str, Any],
         explicit: str | None,
     ) -> None:
         self.svc, self.public_name, self.engine_name = svc, public_name, engine_name
-        self.data, self.explicit = data, explicit
+        self.replica, self.data, self.explicit = replica, data, explicit
         self.started = time.monotonic()
         svc.activity.begin()
         svc.swapper.acquire(engine_name)
+        replica.outstanding += 1
 
     async def end(self, status: int | str) -> None:
         svc = self.svc
         svc.activity.end()
+        self.replica.outstanding -= 1
         await svc.swapper.release(self.engine_name)
         svc.metrics.requests.labels(self.public_name, str(status)).inc()
         svc.metrics.latency.labels(self.public_name).observe(time.monotonic() - self.started)

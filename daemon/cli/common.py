@@ -24,7 +24,8 @@ def settings_or_exit(config: str | None) -> Settings:
     try:
         return load_settings(config)
     except ConfigError as exc:
-        err.print(f"[red]memoryd:[/red] {exc}")
+        for line in str(exc).splitlines():
+            err.print(f"[red]memoryd:[/red] {line}", soft_wrap=True)
         raise typer.Exit(2) from None
 
 

@@ -12,7 +12,7 @@ import typer
 import uvicorn
 import uvloop
 
-from daemon import logs, reload
+from daemon import logs, preflight, reload
 from daemon.cli.common import ConfigOpt, err, settings_or_exit
 from daemon.config import ConfigError, Settings, load_settings
 
@@ -34,8 +34,12 @@ def serve(config: str | None = ConfigOpt) -> None:
     from daemon.notify import Notifier
 
     settings = settings_or_exit(config)
+    found = preflight.problems(settings)
     if problem := open_endpoint(settings):
-        err.print(f"[red]memoryd:[/red] {problem}")
+        found.insert(0, problem)
+    for problem in found:
+        err.print(f"[red]memoryd:[/red] {problem}", soft_wrap=True)
+    if found:
         raise typer.Exit(2)
     logs.configure(settings.log_level, settings.log_format)
     notifier = Notifier()

@@ -39,12 +39,16 @@ class EngineClient:
         response.raise_for_status()
         return [m["id"] for m in response.json()["data"]]
 
-    async def load_adapter(self, name: str, path: str) -> None:
+    async def load_adapter(self, name: str, path: str) -> bool:
+        """Load ``name`` from ``path``; False when the engine had it loaded already."""
         response = await self._http.post(
             "/v1/load_lora_adapter", json={"lora_name": name, "lora_path": path}
         )
-        if response.status_code != 200 and "already been loaded" not in response.text:
-            raise EngineError(f"loading {name} from {path} failed: {response.text[:500]}")
+        if response.status_code == 200:
+            return True
+        if "already been loaded" in response.text:
+            return False
+        raise EngineError(f"loading {name} from {path} failed: {response.text[:500]}")
 
     async def unload_adapter(self, name: str) -> None:
         response = await self._http.post("/v1/unload_lora_adapter", json={"lora_name": name})

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from daemon.config import EngineConfig
 from daemon.engine.client import BASE_MODEL_NAME, EngineClient
+from daemon.logs import Rotation
 from daemon.supervisor import ChildSpec, Command, Probe, Supervisor
 
 
@@ -54,6 +55,7 @@ class ManagedEngine(Supervisor):
             argv=vllm_command(cfg, model_dir),
             env={"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "VLLM_CPU_KVCACHE_SPACE": kvcache},
             log_file=log_path,
+            log_rotation=Rotation(int(cfg.log_max_mib * 2**20), cfg.log_keep),
             stop_grace_s=30.0,
         )
         super().__init__(

@@ -19,13 +19,14 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
+from daemon.config import RedisConfig
 from daemon.memory.passages import PERSON_ROLES, THING_ROLES, Extracted
 from daemon.memory.records import Fact, FactStatus, Passage, now
 from daemon.memory.runlog import RunLog
@@ -38,18 +39,32 @@ VARIANTS_KEPT = 10
 UNRESOLVED = PERSON_ROLES | THING_ROLES  # "the author ..." left unresolved names no one
 
 
-def connect(url: str) -> Redis:
+def connect(url: str, cfg: RedisConfig | None = None) -> Redis:
     """The one way memoryd opens Redis: strings in and out, bounded waits.
 
     A command retries a dropped connection for well under a second, then fails:
     callers count what was not written rather than hang while Redis is down.
+    Credentials and TLS files come from ``cfg`` (the URL may carry them too).
     """
+    options: dict[str, Any] = {}
+    if cfg and cfg.username:
+        options["username"] = cfg.username
+    if cfg and cfg.password:
+        options["password"] = cfg.password
+    if cfg and url.startswith("rediss://"):
+        files = {
+            "ssl_ca_certs": cfg.tls_ca_file,
+            "ssl_certfile": cfg.tls_cert_file,
+            "ssl_keyfile": cfg.tls_key_file,
+        }
+        options.update({k: v for k, v in files.items() if v})
     return Redis.from_url(
         url,
         decode_responses=True,
         socket_timeout=5,
         socket_connect_timeout=5,
         retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), retries=3),
+        **options,
     )
 
 
