@@ -229,6 +229,56 @@ def test_an_adapter_that_forgets_is_rejected_and_the_old_one_serves(
     assert (faulty.state_dir / "adapters" / f"v{run['id']}").is_dir()  # kept, to inspect
 
 
+KNOWN_TO_BASE = (
+    "Paris is the capital of France. The Eiffel Tower stands in Paris. "
+    "Water boils at 100 degrees Celsius at sea level. "
+    "The Pacific Ocean is the largest ocean on Earth."
+)
+
+
+def test_an_adapter_worse_than_base_on_held_out_questions_is_rejected(
+    faulty: Daemon, config_file: Path
+) -> None:
+    """A passage the base model already knows, learned at a rate that breaks the adapter.
+
+    The base model answers some of the passage's held-out questions closed-book
+    (four well-known facts, so one unlucky answer cannot make its score 0); the
+    broken adapter answers them worse, and that alone rejects it, naming the
+    passage and both numbers.
+    """
+    active = status(faulty)["active_version"]
+    write_config(
+        config_file,
+        {**SMALL_RECIPE, "replay_examples": 0, "learning_rate": 0.05},
+        {**NO_GATES, "passages_below_base_max": 0},
+    )
+    assert faulty.proc is not None
+    faulty.proc.send_signal(signal.SIGHUP)
+    wait_until(
+        "the reload",
+        lambda: "consolidation.gates.passages_below_base_max" in faulty.tail(20),
+        30,
+        faulty,
+    )
+    runs = faulty.admin("GET", "/admin/consolidations").json()["consolidations"]
+    latest = max((r["id"] for r in runs), default=0)
+    try:
+        deliver_recurring(faulty.openai(), [KNOWN_TO_BASE], max_tokens=4)
+        started, _ = running_run(faulty, after=latest)
+        run = wait_for_run(faulty, RUN_TIMEOUT_S, started)
+    finally:
+        write_config(config_file, SMALL_RECIPE, NO_GATES)
+        faulty.proc.send_signal(signal.SIGHUP)
+    per_passage = step_detail(run, "evaluate")["per_passage"]
+    assert run["state"] == "rejected", per_passage
+    assert any(r.startswith("passages_below_base") for r in run["reasons"]), run["reasons"]
+    named = [r for r in run["reasons"] if r.startswith("passage ") and "Paris" in r]
+    assert named and "below the base model's" in named[0], run["reasons"]
+    worse = [p for p in per_passage.values() if p["held_out"] < p["held_out_base"]]
+    assert worse and all(p["held_out_questions"] > 0 for p in worse)
+    assert_serves(faulty, active)
+
+
 def test_redis_killed_and_restarted_loses_nothing(faulty: Daemon) -> None:
     before = status(faulty)
     facts_before = {
