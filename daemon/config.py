@@ -62,6 +62,14 @@ class EngineConfig(Section):
     )
     extra_args: list[str] = Field(default_factory=list)
     startup_timeout_s: float = 600.0
+    liveness_interval_s: float = Field(
+        10.0,
+        gt=0,
+        description="between /health probes of the managed vLLM (each waits 5 s at most)",
+    )
+    hung_after: int = Field(
+        3, ge=1, description="/health probes unanswered in a row before the vLLM child is killed"
+    )
 
 
 class ObserverConfig(Section):
