@@ -9,7 +9,6 @@ failed), written through daemon.memory.lifecycle and repeated as the exit code
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import logging
@@ -30,7 +29,7 @@ from consolidator.worker import work
 from consolidator.yielding import YieldingEngine
 from daemon import logs
 from daemon.config import Settings, TrainingConfig
-from daemon.contract import EXIT_PASSED, EXIT_REJECTED
+from daemon.contract import EXIT_PASSED, EXIT_REJECTED, WorkerArgs
 from daemon.engine.adapters import MANIFEST, adapter_dir, adapter_name, file_hashes, staged
 from daemon.engine.client import EngineClient
 from daemon.memory.records import (
@@ -220,7 +219,7 @@ def settings_model_dir(settings: Settings) -> Path:
     )
 
 
-async def main_async(settings: Settings, args: argparse.Namespace) -> int:
+async def main_async(settings: Settings, args: WorkerArgs) -> int:
     redis = connect(args.redis_url, settings.redis)
     store = Store(redis, settings.redis.key_prefix)
     engine = YieldingEngine(args.engine_url)
@@ -233,12 +232,7 @@ async def main_async(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m consolidator")
-    parser.add_argument("--settings", required=True, help="JSON dump of the daemon's settings")
-    parser.add_argument("--run-id", type=int, required=True)
-    parser.add_argument("--redis-url", required=True)
-    parser.add_argument("--engine-url", required=True)
-    args = parser.parse_args()
-    settings = Settings.model_validate(json.loads(Path(args.settings).read_text()))
+    args = WorkerArgs.parse()
+    settings = Settings.model_validate(json.loads(args.settings.read_text()))
     logs.configure("info", settings.log_format)
     raise SystemExit(asyncio.run(main_async(settings, args)))

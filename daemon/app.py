@@ -48,6 +48,8 @@ def _check(tokens: Callable[[], list[str]], what: str) -> Callable[[Request], Aw
 def create_app(
     settings: Settings, on_ready: Callable[[lifecycle.Services], None] = lambda svc: None
 ) -> FastAPI:
+    """The app; ``on_ready`` is handed the services once the lifespan has started them."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         svc = await lifecycle.start(settings)

@@ -92,6 +92,14 @@ class EngineConfig(Section):
         64.0, gt=0, description="vllm.log is rotated (copied, then truncated) beyond this size"
     )
     log_keep: int = Field(3, ge=1, description="rotated vllm.log files kept")
+    liveness_interval_s: float = Field(
+        10.0,
+        gt=0,
+        description="between /health probes of the managed vLLM (each waits 5 s at most)",
+    )
+    hung_after: int = Field(
+        3, ge=1, description="/health probes unanswered in a row before the vLLM child is killed"
+    )
 
 
 class ObserverConfig(Section):

@@ -22,13 +22,12 @@ import asyncio
 import logging
 import shutil
 import signal
-import sys
 from enum import Enum
 from pathlib import Path
 
 from daemon.activity import Activity
 from daemon.config import Settings
-from daemon.contract import EXIT_CLAIMED, PAUSE, RESUME
+from daemon.contract import EXIT_CLAIMED, PAUSE, RESUME, WorkerArgs
 from daemon.engine.adapters import adapter_dir, staging_dir
 from daemon.engine.swap import Swapper
 from daemon.memory.records import Consolidation, FactStatus, RunState, now
@@ -153,13 +152,12 @@ class Consolidator:
             settings_file.touch(mode=0o600)
             settings_file.chmod(0o600)
             settings_file.write_text(self.settings.model_dump_json())
-            argv = [
-                sys.executable, "-m", "consolidator",
-                "--settings", str(settings_file),
-                "--run-id", str(run.id),
-                "--redis-url", self.redis_url,
-                "--engine-url", self.engine_url,
-            ]  # fmt: skip
+            argv = WorkerArgs(
+                settings=settings_file,
+                run_id=run.id,
+                redis_url=self.redis_url,
+                engine_url=self.engine_url,
+            ).argv()
             log_file = self.settings.state_dir / "logs" / f"consolidation-{run.id}.log"
             self._child = await Child.spawn(
                 Command(

@@ -8,11 +8,13 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 from openai import OpenAI
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -21,6 +23,7 @@ from daemon.memory.records import RunState
 ROOT = Path(__file__).resolve().parent.parent
 MEMORYD = str(Path(sys.executable).parent / "memoryd")
 STARTUP_TIMEOUT_S = 600
+RUN_TIMEOUT_S = 600
 
 
 def free_port() -> int:
@@ -150,3 +153,80 @@ def metric(url: str, name: str, **labels: str) -> float:
         for sample in family.samples
         if sample.name == name and labels.items() <= sample.labels.items()
     )
+
+
+# A small training recipe and gates at 0: for tests about what survives a fault,
+# not about what is learned (test_e2e.py covers that).
+SMALL_RECIPE = {
+    "epochs": 2,
+    "min_steps": 0,
+    "phrasings_per_question": 1,
+    "replay_examples": 16,
+}
+NO_GATES = {
+    "efficacy_min": 0,
+    "generalization_min": 0,
+    "passages_below_base_max": 100,
+    "retention_min": 0,
+    "adapter_retention_min": 0,
+    "general_kl_max": 1000,
+}
+
+
+def write_config(path: Path, training: dict[str, Any], gates: dict[str, Any]) -> None:
+    config = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
+    config["consolidation"]["training"].update(training)
+    config["consolidation"]["gates"].update(gates)
+    path.write_text(yaml.safe_dump(config))
+
+
+def status(daemon: Daemon) -> dict[str, Any]:
+    return dict(daemon.admin("GET", "/admin/status").json())
+
+
+def run_events(daemon: Daemon, run: int) -> list[dict[str, Any]]:
+    body = daemon.admin("GET", "/admin/events", params={"run": run}).json()
+    return list(body["events"])
+
+
+def wait_until(what: str, check: Callable[[], Any], timeout_s: float, daemon: Daemon) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        got = check()
+        if got:
+            return got
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}:\n{daemon.tail()}")
+
+
+def running_run(daemon: Daemon, after: int) -> tuple[int, int]:
+    """Run id and consolidator pid of the run that starts after run ``after``."""
+
+    def check() -> tuple[int, int] | None:
+        c = status(daemon)["consolidation"]
+        return (c["run"], c["pid"]) if c["pid"] and c["run"] > after else None
+
+    result: tuple[int, int] = wait_until(f"a run after {after}", check, RUN_TIMEOUT_S, daemon)
+    return result
+
+
+def wait_event(daemon: Daemon, run: int, step: str, **detail: object) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        for e in run_events(daemon, run):
+            if e["step"] == step and all(e["detail"].get(k) == v for k, v in detail.items()):
+                return e
+        return None
+
+    event: dict[str, Any] = wait_until(f"{step} {detail} of run {run}", check, 300, daemon)
+    return event
+
+
+def gone(pid: int) -> bool:
+    """No process ``pid`` and none left in its process group (vLLM's workers)."""
+    for probe in (os.kill, os.killpg):
+        try:
+            probe(pid, 0)
+        except ProcessLookupError:
+            continue
+        return False
+    return True

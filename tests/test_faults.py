@@ -18,40 +18,29 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from tests.harness import ROOT, Daemon, deliver_recurring, wait_for_run
+from tests.harness import (
+    NO_GATES,
+    RUN_TIMEOUT_S,
+    SMALL_RECIPE,
+    Daemon,
+    deliver_recurring,
+    gone,
+    run_events,
+    running_run,
+    status,
+    wait_event,
+    wait_for_run,
+    wait_until,
+    write_config,
+)
 
 FACTS = [
     "The harbour master of Port Elsmere is Ines Marlowe.",
     "The night ferry to Port Elsmere leaves from pier eleven.",
     "The lighthouse keeper of Port Elsmere is Oskar Brandt.",
 ]
-RUN_TIMEOUT_S = 600
 FILE_LIMIT_BYTES = 1 << 20  # a LoRA adapter of the bundled model is about 20 MiB
-
-
-SMALL_RECIPE = {
-    "epochs": 2,
-    "min_steps": 0,
-    "phrasings_per_question": 1,
-    "replay_examples": 16,
-}
-NO_GATES = {
-    "efficacy_min": 0,
-    "generalization_min": 0,
-    "passages_below_base_max": 100,
-    "retention_min": 0,
-    "adapter_retention_min": 0,
-    "general_kl_max": 1000,
-}
-
-
-def write_config(path: Path, training: dict[str, Any], gates: dict[str, Any]) -> None:
-    config = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
-    config["consolidation"]["training"].update(training)
-    config["consolidation"]["gates"].update(gates)
-    path.write_text(yaml.safe_dump(config))
 
 
 @pytest.fixture(scope="module")
@@ -69,47 +58,6 @@ def faulty(make_daemon: Callable[..., Daemon], config_file: Path) -> Daemon:
         consolidation__idle_after_s="5",
         consolidation__min_conversations="3",
     )
-
-
-def status(daemon: Daemon) -> dict[str, Any]:
-    return dict(daemon.admin("GET", "/admin/status").json())
-
-
-def run_events(daemon: Daemon, run: int) -> list[dict[str, Any]]:
-    body = daemon.admin("GET", "/admin/events", params={"run": run}).json()
-    return list(body["events"])
-
-
-def wait_until(what: str, check: Callable[[], Any], timeout_s: float, daemon: Daemon) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        got = check()
-        if got:
-            return got
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}:\n{daemon.tail()}")
-
-
-def running_run(daemon: Daemon, after: int) -> tuple[int, int]:
-    """Run id and consolidator pid of the run that starts after run ``after``."""
-
-    def check() -> tuple[int, int] | None:
-        c = status(daemon)["consolidation"]
-        return (c["run"], c["pid"]) if c["pid"] and c["run"] > after else None
-
-    result: tuple[int, int] = wait_until(f"a run after {after}", check, RUN_TIMEOUT_S, daemon)
-    return result
-
-
-def wait_event(daemon: Daemon, run: int, step: str, **detail: object) -> dict[str, Any]:
-    def check() -> dict[str, Any] | None:
-        for e in run_events(daemon, run):
-            if e["step"] == step and all(e["detail"].get(k) == v for k, v in detail.items()):
-                return e
-        return None
-
-    event: dict[str, Any] = wait_until(f"{step} {detail} of run {run}", check, 300, daemon)
-    return event
 
 
 def step_detail(run: dict[str, Any], name: str) -> dict[str, Any]:
@@ -138,17 +86,6 @@ def assert_serves(daemon: Daemon, version: int | None) -> None:
         model=model, messages=[{"role": "user", "content": "Say hello."}], max_tokens=4
     )
     assert reply.choices[0].message.content
-
-
-def gone(pid: int) -> bool:
-    """No process ``pid`` and none left in its process group (vLLM's workers)."""
-    for probe in (os.kill, os.killpg):
-        try:
-            probe(pid, 0)
-        except ProcessLookupError:
-            continue
-        return False
-    return True
 
 
 def test_consolidator_killed_mid_training_fails_then_resumes(faulty: Daemon) -> None:

@@ -63,7 +63,12 @@ class ManagedEngine(Supervisor):
                 command=command,
                 ready=Probe(self.client.healthy, every_s=1.0),
                 ready_within_s=cfg.startup_timeout_s,
-                live=Probe(self.client.healthy, every_s=10.0),
+                live=Probe(
+                    self.client.healthy,
+                    every_s=cfg.liveness_interval_s,
+                    timeout_s=min(5.0, cfg.liveness_interval_s),
+                ),
+                hung_after=cfg.hung_after,
             )
         )
 

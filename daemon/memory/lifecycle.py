@@ -12,14 +12,7 @@ released at its end. A run that is not settled and that no claim covers has
 nobody left to finish it (``open_runs``): the daemon promotes it if it passed,
 else fails it as one more try of its fact set (``interrupt``).
 
-Keys (under the configured prefix ``P``; the rest of the log in daemon.memory.runlog):
-  P:run:<id>                  string  Consolidation JSON; its state is written only here
-  P:run:<id>:claim            string  token of the worker holding the run; expires unless renewed
-  P:run:seq                   counter for run ids (= adapter versions)
-  P:runs                      zset  run id -> started at
-  P:runs:open                 set   ids of runs not settled (queued, running, passed)
-  P:tries                     hash  fact-set fingerprint -> its runs ended without a verdict
-  P:events                    stream  consolidation log an operator can tail
+Its keys (runs, claims, tries, events) are named in daemon.contract.Keys.
 """
 
 from __future__ import annotations
@@ -38,6 +31,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
+from daemon.contract import Keys
 from daemon.memory.records import Consolidation, RunState, now
 
 log = logging.getLogger("memoryd.events")
@@ -89,15 +83,12 @@ class Lifecycle:
     def __init__(self, redis: Redis, prefix: str) -> None:
         """``redis`` must be created with ``decode_responses=True``."""
         self.redis = redis
-        self.p = prefix
+        self.keys = Keys(prefix)
         self._renew = redis.register_script(RENEW)
         self._release = redis.register_script(RELEASE)
 
-    def _k(self, *parts: object) -> str:
-        return ":".join([self.p, *(str(p) for p in parts)])
-
     async def run(self, run_id: int) -> Consolidation | None:
-        raw = await self.redis.get(self._k("run", run_id))
+        raw = await self.redis.get(self.keys.run(run_id))
         return Consolidation.model_validate_json(raw) if raw else None
 
     # --- state -------------------------------------------------------------
@@ -105,13 +96,13 @@ class Lifecycle:
         self, trigger: str, fingerprint: str, fresh_tries: bool = False
     ) -> Consolidation:
         """Queue a run; ``fresh_tries`` (the operator asked) gives its fact set its tries back."""
-        run_id = int(await self.redis.incr(self._k("run", "seq")))
+        run_id = int(await self.redis.incr(self.keys.run_seq))
         run = Consolidation(id=run_id, trigger=trigger, fingerprint=fingerprint)
         detail: dict[str, object] = {"trigger": trigger}
         pipe = self.redis.pipeline(transaction=True)
-        pipe.zadd(self._k("runs"), {str(run.id): run.started_at})
+        pipe.zadd(self.keys.runs, {str(run.id): run.started_at})
         if fresh_tries:
-            pipe.hdel(self._k("tries"), fingerprint)
+            pipe.hdel(self.keys.tries, fingerprint)
         self._write(pipe, run, detail)
         await pipe.execute()
         self._logged(run.id, run.state.value, detail)
@@ -142,10 +133,10 @@ class Lifecycle:
             await self._check(pipe, run, to)
             pipe.multi()
             if to in (RunState.passed, RunState.rejected):
-                pipe.hdel(self._k("tries"), run.fingerprint)
+                pipe.hdel(self.keys.tries, run.fingerprint)
             self._write(pipe, run.model_copy(update=update), shown)
 
-        await self.redis.transaction(write, self._k("run", run.id))
+        await self.redis.transaction(write, self.keys.run(run.id))
         _apply(run, update)
         self._logged(run.id, to.value, shown)
 
@@ -156,7 +147,7 @@ class Lifecycle:
         runs the fact set again (resuming its checkpoint); at the limit it is kept,
         so nothing retries it until memory changes or the operator asks.
         """
-        tries_key, last_attempt = self._k("tries"), self._k("last_attempt")
+        tries_key, last_attempt = self.keys.tries, self.keys.last_attempt
 
         async def write(pipe: Pipeline) -> tuple[dict[str, Any], int]:
             await self._check(pipe, run, RunState.failed)
@@ -178,7 +169,7 @@ class Lifecycle:
             return update, tries
 
         update, tries = await self.redis.transaction(
-            write, self._k("run", run.id), tries_key, value_from_callable=True
+            write, self.keys.run(run.id), tries_key, value_from_callable=True
         )
         _apply(run, update)
         self._logged(run.id, run.state.value, {"error": run.error, "tries": tries})
@@ -189,19 +180,19 @@ class Lifecycle:
         async def write(pipe: Pipeline) -> None:
             await self._check(pipe, run, None)
             pipe.multi()
-            pipe.set(self._k("run", run.id), run.model_dump_json())
+            pipe.set(self.keys.run(run.id), run.model_dump_json())
 
-        await self.redis.transaction(write, self._k("run", run.id))
+        await self.redis.transaction(write, self.keys.run(run.id))
 
     async def open_runs(self) -> list[tuple[Consolidation, bool]]:
         """Runs not settled, each with whether a worker's claim covers it (else nobody will)."""
-        ids = sorted(await self.redis.smembers(self._k("runs", "open")), key=int)
+        ids = sorted(await self.redis.smembers(self.keys.open_runs), key=int)
         if not ids:
             return []
         pipe = self.redis.pipeline(transaction=False)
         for run_id in ids:
-            pipe.get(self._k("run", run_id))
-            pipe.exists(self._k("run", run_id, "claim"))
+            pipe.get(self.keys.run(str(run_id)))
+            pipe.exists(self.keys.claim(str(run_id)))
         got = await pipe.execute()
         return [
             (Consolidation.model_validate_json(raw), bool(claimed))
@@ -211,7 +202,7 @@ class Lifecycle:
 
     async def _check(self, pipe: Pipeline, run: Consolidation, to: RunState | None) -> None:
         """Read (watched) the stored state: it must be the writer's, and may go to ``to``."""
-        raw = await pipe.get(self._k("run", run.id))
+        raw = await pipe.get(self.keys.run(run.id))
         if not raw:
             raise TransitionRefused(f"consolidation {run.id} does not exist")
         stored = Consolidation.model_validate_json(raw).state
@@ -225,13 +216,13 @@ class Lifecycle:
             )
 
     def _write(self, pipe: Pipeline, run: Consolidation, detail: dict[str, object]) -> None:
-        pipe.set(self._k("run", run.id), run.model_dump_json())
+        pipe.set(self.keys.run(run.id), run.model_dump_json())
         if run.state.settled:
-            pipe.srem(self._k("runs", "open"), run.id)
+            pipe.srem(self.keys.open_runs, run.id)
         else:
-            pipe.sadd(self._k("runs", "open"), run.id)
+            pipe.sadd(self.keys.open_runs, run.id)
         pipe.xadd(
-            self._k("events"),
+            self.keys.events,
             _fields(run.id, run.state.value, detail),
             maxlen=EVENTS_MAXLEN,
             approximate=True,
@@ -241,7 +232,7 @@ class Lifecycle:
     async def event(self, run_id: int, step: str, **detail: object) -> None:
         """A step of a run's work (not a change of its state) on the log."""
         await self.redis.xadd(
-            self._k("events"), _fields(run_id, step, detail), maxlen=EVENTS_MAXLEN, approximate=True
+            self.keys.events, _fields(run_id, step, detail), maxlen=EVENTS_MAXLEN, approximate=True
         )
         self._logged(run_id, step, detail)
 
@@ -257,19 +248,19 @@ class Lifecycle:
 
     # --- claims --------------------------------------------------------------
     async def claim(self, run_id: int, token: str, lease_s: float) -> bool:
-        key = self._k("run", run_id, "claim")
+        key = self.keys.claim(run_id)
         return bool(await self.redis.set(key, token, nx=True, px=int(lease_s * 1000)))
 
     async def claim_holder(self, run_id: int) -> str | None:
-        raw = await self.redis.get(self._k("run", run_id, "claim"))
+        raw = await self.redis.get(self.keys.claim(run_id))
         return str(raw) if raw else None
 
     async def renew_claim(self, run_id: int, token: str, lease_s: float) -> bool:
-        key = self._k("run", run_id, "claim")
+        key = self.keys.claim(run_id)
         return bool(await self._renew(keys=[key], args=[token, int(lease_s * 1000)]))
 
     async def release_claim(self, run_id: int, token: str) -> None:
-        await self._release(keys=[self._k("run", run_id, "claim")], args=[token])
+        await self._release(keys=[self.keys.claim(run_id)], args=[token])
 
 
 class Claim:

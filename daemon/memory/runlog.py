@@ -1,9 +1,7 @@
 """The consolidation log as read back: runs, their events, the active adapter version.
 
 Runs are created and change state only through daemon.memory.lifecycle, which
-also writes the events. Keys of its own (under the configured prefix ``P``):
-  P:active                    string  active adapter version
-  P:last_attempt              string  fingerprint of the memory last consolidated
+also writes the events. Its keys are named in daemon.contract.Keys.
 """
 
 from __future__ import annotations
@@ -15,32 +13,32 @@ from daemon.memory.records import Consolidation
 class RunLog(Lifecycle):
     # --- consolidation runs --------------------------------------------------
     async def runs(self, limit: int = 50) -> list[Consolidation]:
-        ids = await self.redis.zrevrange(self._k("runs"), 0, limit - 1)
-        raws = await self.redis.mget([self._k("run", i) for i in ids]) if ids else []
+        ids = await self.redis.zrevrange(self.keys.runs, 0, limit - 1)
+        raws = await self.redis.mget([self.keys.run(str(i)) for i in ids]) if ids else []
         return [Consolidation.model_validate_json(r) for r in raws if r]
 
     async def events(
         self, last_id: str = "0", count: int = 100
     ) -> list[tuple[str, dict[str, str]]]:
         raw = await self.redis.xrange(
-            self._k("events"), min=f"({last_id}" if last_id != "0" else "-", count=count
+            self.keys.events, min=f"({last_id}" if last_id != "0" else "-", count=count
         )
         return [(str(i), {str(k): str(v) for k, v in (f or {}).items()}) for i, f in raw or []]
 
     # --- active adapter ------------------------------------------------------
     async def active_version(self) -> int | None:
-        raw = await self.redis.get(self._k("active"))
+        raw = await self.redis.get(self.keys.active)
         return int(raw) if raw else None
 
     async def set_active_version(self, version: int | None) -> None:
         if version is None:
-            await self.redis.delete(self._k("active"))
+            await self.redis.delete(self.keys.active)
         else:
-            await self.redis.set(self._k("active"), version)
+            await self.redis.set(self.keys.active, version)
 
     async def last_attempt(self) -> str | None:
-        raw = await self.redis.get(self._k("last_attempt"))
+        raw = await self.redis.get(self.keys.last_attempt)
         return str(raw) if raw else None
 
     async def set_last_attempt(self, fingerprint: str) -> None:
-        await self.redis.set(self._k("last_attempt"), fingerprint)
+        await self.redis.set(self.keys.last_attempt, fingerprint)

@@ -1,24 +1,14 @@
 """Everything memoryd keeps in Redis, behind one typed interface.
 
-Keys (all under the configured prefix ``P``; the consolidation log's are in
-daemon.memory.runlog):
-  P:passages                  zset  passage id -> last seen
-  P:passage:<id>              hash  the Passage's scalar fields
-  P:passage:<id>:convs        HyperLogLog of conversation keys (distinct conversations)
-  P:passage:<id>:facts        list  ids of its statements, in order
-  P:passage:<id>:questions    list  capped sample of user questions asked with it in context
-  P:facts                     zset  fact id -> last seen
-  P:fact:<id>                 hash  the Fact's scalar fields (text, source, passage, ...)
-  P:fact:<id>:convs           HyperLogLog of conversation keys
-  P:fact:<id>:variants        list  capped sample of other wordings merged into it
-  P:aliases                   hash  id of a wording -> id of the fact it was merged into
+Its keys are named in daemon.contract.Keys, with those of the
+consolidation log (daemon.memory.lifecycle, daemon.memory.runlog).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 from redis.asyncio import Redis
@@ -109,7 +99,7 @@ class Store(RunLog):
     async def known_passages(self, ids: list[str]) -> set[str]:
         pipe = self.redis.pipeline(transaction=False)
         for pid in ids:
-            pipe.exists(self._k("passage", pid))
+            pipe.exists(self.keys.passage(pid))
         return {pid for pid, found in zip(ids, await pipe.execute(), strict=True) if found}
 
     async def record(self, obs: Observation, questions_kept: int) -> None:
@@ -125,7 +115,7 @@ class Store(RunLog):
         known = [p for p in obs.passages if p.statements is None]
         pipe = self.redis.pipeline(transaction=False)
         for p in known:
-            pipe.lrange(self._k("passage", p.id, "facts"), 0, -1)
+            pipe.lrange(self.keys.passage(p.id, "facts"), 0, -1)
         known_facts = {
             p.id: [str(f) for f in fids]
             for p, fids in zip(known, await pipe.execute(), strict=True)
@@ -139,48 +129,48 @@ class Store(RunLog):
         ts = now()
         pipe = self.redis.pipeline(transaction=True)
         for p in obs.passages:
-            key = self._k("passage", p.id)
+            key = self.keys.passage(p.id)
             pipe.hsetnx(key, "text", p.text)
             pipe.hsetnx(key, "first_seen", ts)
             pipe.hsetnx(key, "status", FactStatus.pending.value)
             pipe.hset(key, "last_seen", ts)
             pipe.hincrby(key, "hits", 1)
-            pipe.pfadd(self._k("passage", p.id, "convs"), obs.conversation)
-            pipe.zadd(self._k("passages"), {p.id: ts})
+            pipe.pfadd(self.keys.passage(p.id, "convs"), obs.conversation)
+            pipe.zadd(self.keys.passages, {p.id: ts})
             if obs.question and questions_kept:
                 _push_capped(
-                    pipe, self._k("passage", p.id, "questions"), obs.question, questions_kept
+                    pipe, self.keys.passage(p.id, "questions"), obs.question, questions_kept
                 )
             for fid in known_facts.get(p.id, []):
                 self._count_fact(pipe, fid, obs.conversation, ts)
             for r in new_facts.get(p.id, []):
-                fkey = self._k("fact", r.fid)
+                fkey = self.keys.fact(r.fid)
                 pipe.hsetnx(fkey, "text", r.text)
                 pipe.hsetnx(fkey, "source", r.source)
                 pipe.hsetnx(fkey, "passage", p.id)
                 pipe.hsetnx(fkey, "first_seen", ts)
                 pipe.hsetnx(fkey, "status", FactStatus.pending.value)
                 self._count_fact(pipe, r.fid, obs.conversation, ts)
-                pipe.rpush(self._k("passage", p.id, "facts"), r.fid)
+                pipe.rpush(self.keys.passage(p.id, "facts"), r.fid)
                 if r.variant:
-                    _push_capped(pipe, self._k("fact", r.fid, "variants"), r.text, VARIANTS_KEPT)
+                    _push_capped(pipe, self.keys.fact(r.fid, "variants"), r.text, VARIANTS_KEPT)
         for old, new in replaced:
             reason = f"replaced by {new}: a newer statement about the same subject"
             pipe.hset(
-                self._k("fact", old),
+                self.keys.fact(old),
                 mapping={"status": FactStatus.replaced.value, "replaced_by": new, "reason": reason},
             )
-            pipe.hset(self._k("fact", new), "replaces", old)
+            pipe.hset(self.keys.fact(new), "replaces", old)
         await pipe.execute()
         for old, new in replaced:
             log.info("fact %s replaced by %s", old, new)
 
     def _count_fact(self, pipe: Pipeline, fid: str, conversation: str, ts: float) -> None:
-        key = self._k("fact", fid)
+        key = self.keys.fact(fid)
         pipe.hset(key, "last_seen", ts)
         pipe.hincrby(key, "hits", 1)
-        pipe.pfadd(self._k("fact", fid, "convs"), conversation)
-        pipe.zadd(self._k("facts"), {fid: ts})
+        pipe.pfadd(self.keys.fact(fid, "convs"), conversation)
+        pipe.zadd(self.keys.facts, {fid: ts})
 
     async def _resolve(
         self, statements: list[Extracted]
@@ -189,8 +179,8 @@ class Store(RunLog):
         ids = [fact_id(e.text) for e in statements]
         pipe = self.redis.pipeline(transaction=False)
         for fid in ids:
-            pipe.hget(self._k("fact", fid), "status")
-        pipe.hmget(self._k("aliases"), ids)
+            pipe.hget(self.keys.fact(fid), "status")
+        pipe.hmget(self.keys.aliases, ids)
         *statuses, aliases = await pipe.execute()
         known = await self._known()
         resolved: list[Resolved] = []
@@ -206,7 +196,7 @@ class Store(RunLog):
             related = [(other, relation(new, st)) for other, st in known.items()]
             same = next((other for other, rel in related if rel == "same"), None)
             if same is not None:
-                await self.redis.hset(self._k("aliases"), fid, same)
+                await self.redis.hset(self.keys.aliases, fid, same)
                 resolved.append(Resolved(same, e.text, e.source, variant=True))
                 continue
             if (
@@ -222,10 +212,10 @@ class Store(RunLog):
 
     async def _known(self) -> dict[str, Statement]:
         if self._statements is None:
-            ids = [str(i) for i in await self.redis.zrange(self._k("facts"), 0, -1)]
+            ids = [str(i) for i in await self.redis.zrange(self.keys.facts, 0, -1)]
             pipe = self.redis.pipeline(transaction=False)
             for fid in ids:
-                pipe.hget(self._k("fact", fid), "text")
+                pipe.hget(self.keys.fact(fid), "text")
             texts = await pipe.execute()
             self._statements = {
                 fid: Statement.of(str(t)) for fid, t in zip(ids, texts, strict=True) if t
@@ -238,7 +228,7 @@ class Store(RunLog):
             return []
         pipe = self.redis.pipeline(transaction=False)
         for fid in fids:
-            pipe.hget(self._k("fact", fid), "status")
+            pipe.hget(self.keys.fact(fid), "status")
         statuses = await pipe.execute()
         return [f for f, st in zip(fids, statuses, strict=True) if st and FactStatus(st).active]
 
@@ -250,9 +240,9 @@ class Store(RunLog):
         ids = list(ids)
         pipe = self.redis.pipeline(transaction=False)
         for fid in ids:
-            pipe.hgetall(self._k("fact", fid))
-            pipe.pfcount(self._k("fact", fid, "convs"))
-            pipe.lrange(self._k("fact", fid, "variants"), 0, -1)
+            pipe.hgetall(self.keys.fact(fid))
+            pipe.pfcount(self.keys.fact(fid, "convs"))
+            pipe.lrange(self.keys.fact(fid, "variants"), 0, -1)
         raw = await pipe.execute()
         out = []
         for i, fid in enumerate(ids):
@@ -281,21 +271,21 @@ class Store(RunLog):
         return out
 
     async def facts(self, limit: int = 1000, offset: int = 0) -> list[Fact]:
-        ids = await self.redis.zrevrange(self._k("facts"), offset, offset + limit - 1)
+        ids = await self.redis.zrevrange(self.keys.facts, offset, offset + limit - 1)
         return await self.facts_by_id(str(i) for i in ids)
 
     async def count_facts(self) -> int:
-        return int(await self.redis.zcard(self._k("facts")))
+        return int(await self.redis.zcard(self.keys.facts))
 
     # --- passages --------------------------------------------------------------
     async def passages_by_id(self, ids: Iterable[str]) -> list[Passage]:
         ids = list(ids)
         pipe = self.redis.pipeline(transaction=False)
         for pid in ids:
-            pipe.hgetall(self._k("passage", pid))
-            pipe.pfcount(self._k("passage", pid, "convs"))
-            pipe.lrange(self._k("passage", pid, "facts"), 0, -1)
-            pipe.lrange(self._k("passage", pid, "questions"), 0, -1)
+            pipe.hgetall(self.keys.passage(pid))
+            pipe.pfcount(self.keys.passage(pid, "convs"))
+            pipe.lrange(self.keys.passage(pid, "facts"), 0, -1)
+            pipe.lrange(self.keys.passage(pid, "questions"), 0, -1)
         raw = await pipe.execute()
         out = []
         for i, pid in enumerate(ids):
@@ -325,11 +315,11 @@ class Store(RunLog):
         return found[0] if found else None
 
     async def passages(self, limit: int = 1000, offset: int = 0) -> list[Passage]:
-        ids = await self.redis.zrevrange(self._k("passages"), offset, offset + limit - 1)
+        ids = await self.redis.zrevrange(self.keys.passages, offset, offset + limit - 1)
         return await self.passages_by_id(str(i) for i in ids)
 
     async def count_passages(self) -> int:
-        return int(await self.redis.zcard(self._k("passages")))
+        return int(await self.redis.zcard(self.keys.passages))
 
     async def eligible(self, min_conversations: int) -> list[tuple[Passage, list[Fact]]]:
         """Passages that recurred enough to be consolidated, each with all its statements.
@@ -337,7 +327,7 @@ class Store(RunLog):
         A passage is left out when forgotten, or when none of its statements is
         still active (each was forgotten or replaced).
         """
-        ids = await self.redis.zrange(self._k("passages"), 0, -1)
+        ids = await self.redis.zrange(self.keys.passages, 0, -1)
         passages = [
             p
             for p in await self.passages_by_id(str(i) for i in ids)
@@ -357,7 +347,7 @@ class Store(RunLog):
         version: int | None = None,
         reason: str | None = None,
     ) -> None:
-        await self._set_status("passage", pids, status, version, reason)
+        await self._set_status(self.keys.passage, pids, status, version, reason)
 
     async def forget_passage(self, passage: Passage, reason: str) -> None:
         """The passage and every statement read in it leave every future adapter."""
@@ -374,11 +364,11 @@ class Store(RunLog):
         reason: str | None = None,
     ) -> None:
         """``version``: the adapter it went into (kept as it was when None)."""
-        await self._set_status("fact", fids, status, version, reason)
+        await self._set_status(self.keys.fact, fids, status, version, reason)
 
     async def _set_status(
         self,
-        kind: str,
+        key_of: Callable[[str], str],
         ids: Iterable[str],
         status: FactStatus,
         version: int | None,
@@ -387,7 +377,7 @@ class Store(RunLog):
         """One write for the status of facts or passages, in one transaction."""
         pipe = self.redis.pipeline(transaction=True)
         for one in ids:
-            key = self._k(kind, one)
+            key = key_of(one)
             pipe.hset(key, "status", status.value)
             if version is not None:
                 pipe.hset(key, "version", version)
@@ -398,7 +388,7 @@ class Store(RunLog):
     async def forget_matching(self, text: str, reason: str) -> list[Fact]:
         """Forget every fact (not already forgotten) whose text contains ``text``, any case."""
         needle = text.casefold()
-        ids = [str(i) for i in await self.redis.zrange(self._k("facts"), 0, -1)]
+        ids = [str(i) for i in await self.redis.zrange(self.keys.facts, 0, -1)]
         matched = [
             f
             for f in await self.facts_by_id(ids)
@@ -413,13 +403,13 @@ class Store(RunLog):
         """Forget the active passages and facts not seen since ``last_seen_before``; the facts' ids."""
         old = [
             str(i)
-            for i in await self.redis.zrangebyscore(self._k("passages"), "-inf", last_seen_before)
+            for i in await self.redis.zrangebyscore(self.keys.passages, "-inf", last_seen_before)
         ]
         stale_passages = [p.id for p in await self.passages_by_id(old) if p.status.active]
         await self.set_passage_status(stale_passages, FactStatus.forgotten, reason=reason)
         ids = [
             str(i)
-            for i in await self.redis.zrangebyscore(self._k("facts"), "-inf", last_seen_before)
+            for i in await self.redis.zrangebyscore(self.keys.facts, "-inf", last_seen_before)
         ]
         stale = await self.active_ids(ids)
         await self.set_status(stale, FactStatus.forgotten, reason=reason)
