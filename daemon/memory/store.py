@@ -11,6 +11,7 @@ daemon.memory.runlog):
   P:fact:<id>                 hash  the Fact's scalar fields (text, source, passage, ...)
   P:fact:<id>:convs           HyperLogLog of conversation keys
   P:fact:<id>:variants        list  capped sample of other wordings merged into it
+  P:fact:<id> pinned "1"      a pinned fact (and its passage) never decays
   P:aliases                   hash  id of a wording -> id of the fact it was merged into
 """
 
@@ -63,11 +64,16 @@ class Observation:
     """One request's contribution: the passages of its context, seen in one conversation."""
 
     def __init__(
-        self, conversation: str, passages: list[ObservedPassage], question: str | None
+        self,
+        conversation: str,
+        passages: list[ObservedPassage],
+        question: str | None,
+        redacted: int = 0,
     ) -> None:
         self.conversation = conversation
         self.passages = passages
         self.question = question
+        self.redacted = redacted
 
 
 class Resolved(NamedTuple):
@@ -261,6 +267,7 @@ class Store(RunLog):
                     reason=f.get("reason"),
                     replaced_by=f.get("replaced_by"),
                     replaces=f.get("replaces"),
+                    pinned=f.get("pinned") == "1",
                 )
             )
         return out
@@ -394,19 +401,32 @@ class Store(RunLog):
             f.status, f.reason = FactStatus.forgotten, reason
         return matched
 
+    async def set_pinned(self, fid: str, pinned: bool) -> None:
+        """A pinned fact, and the passage it is read in, never decay (facts.ttl_days)."""
+        await self.redis.hset(self._k("fact", fid), "pinned", int(pinned))
+
     async def expire(self, last_seen_before: float, reason: str) -> list[str]:
-        """Forget the active passages and facts not seen since ``last_seen_before``; the facts' ids."""
+        """Forget the active passages and facts not seen since ``last_seen_before``; the facts' ids.
+
+        Pinned facts stay, and so do the passages they are read in.
+        """
         old = [
             str(i)
             for i in await self.redis.zrangebyscore(self._k("passages"), "-inf", last_seen_before)
         ]
-        stale_passages = [p.id for p in await self.passages_by_id(old) if p.status.active]
-        await self.set_passage_status(stale_passages, FactStatus.forgotten, reason=reason)
         ids = [
             str(i)
             for i in await self.redis.zrangebyscore(self._k("facts"), "-inf", last_seen_before)
         ]
-        stale = await self.active_ids(ids)
+        facts = await self.facts_by_id(await self.active_ids(ids))
+        pinned = {f.id for f in facts if f.pinned}
+        stale_passages = [
+            p.id
+            for p in await self.passages_by_id(old)
+            if p.status.active and not pinned.intersection(p.fact_ids)
+        ]
+        await self.set_passage_status(stale_passages, FactStatus.forgotten, reason=reason)
+        stale = [f.id for f in facts if not f.pinned]
         await self.set_status(stale, FactStatus.forgotten, reason=reason)
         return stale
 
