@@ -125,6 +125,7 @@ async def start(settings: Settings) -> Services:
     await consolidator.recover()
     observer = Observer(store, settings.observer, Language())
     observer.start()
+    metrics.observe(lambda: observer.stats)
 
     scheduler = AsyncIOScheduler()
     scheduler.add_job(
