@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 from openai import OpenAI
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -106,6 +107,30 @@ def daemon_env(state_dir: Path, model_dir: Path, **overrides: str) -> tuple[dict
     )
     env.update({f"MEMORYD_{k.upper()}": v for k, v in overrides.items()})
     return env, port
+
+
+SMALL_RECIPE = {
+    "epochs": 2,
+    "min_steps": 0,
+    "phrasings_per_question": 1,
+    "replay_examples": 16,
+}
+NO_GATES = {
+    "efficacy_min": 0,
+    "generalization_min": 0,
+    "passages_below_base_max": 100,
+    "retention_min": 0,
+    "adapter_retention_min": 0,
+    "general_kl_max": 1000,
+}
+
+
+def write_config(path: Path, training: dict[str, Any], gates: dict[str, Any]) -> None:
+    """The default config with a training recipe and gates changed: runs that are fast, not good."""
+    config = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
+    config["consolidation"]["training"].update(training)
+    config["consolidation"]["gates"].update(gates)
+    path.write_text(yaml.safe_dump(config))
 
 
 def wait_for_run(daemon: Daemon, timeout_s: float, run_id: int | None = None) -> dict[str, Any]:

@@ -18,9 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from tests.harness import ROOT, Daemon, deliver_recurring, wait_for_run
+from tests.harness import (
+    NO_GATES,
+    SMALL_RECIPE,
+    Daemon,
+    deliver_recurring,
+    wait_for_run,
+    write_config,
+)
 
 FACTS = [
     "The harbour master of Port Elsmere is Ines Marlowe.",
@@ -29,29 +35,6 @@ FACTS = [
 ]
 RUN_TIMEOUT_S = 600
 FILE_LIMIT_BYTES = 1 << 20  # a LoRA adapter of the bundled model is about 20 MiB
-
-
-SMALL_RECIPE = {
-    "epochs": 2,
-    "min_steps": 0,
-    "phrasings_per_question": 1,
-    "replay_examples": 16,
-}
-NO_GATES = {
-    "efficacy_min": 0,
-    "generalization_min": 0,
-    "passages_below_base_max": 100,
-    "retention_min": 0,
-    "adapter_retention_min": 0,
-    "general_kl_max": 1000,
-}
-
-
-def write_config(path: Path, training: dict[str, Any], gates: dict[str, Any]) -> None:
-    config = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
-    config["consolidation"]["training"].update(training)
-    config["consolidation"]["gates"].update(gates)
-    path.write_text(yaml.safe_dump(config))
 
 
 @pytest.fixture(scope="module")
