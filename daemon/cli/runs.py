@@ -267,6 +267,7 @@ def rollback(
     version: str = typer.Argument(..., help="N or mem-vN"),
     config: str | None = ConfigOpt,
     force: bool = typer.Option(False, help="activate even a rejected adapter"),
+    as_json: bool = JsonOpt,
 ) -> None:
     """Serve an earlier (or any valid) adapter version."""
     number = version.removeprefix("mem-v").removeprefix("v")
@@ -274,15 +275,17 @@ def rollback(
         err.print(f"[red]memoryd:[/red] not a version: {version}")
         raise typer.Exit(2)
     data = call(config, "POST", f"/admin/adapters/{number}/activate?force={str(force).lower()}")
+    if as_json:
+        return dump(data)
     console.print(f"now serving {data['active']}")
 
 
-def pause(config: str | None = ConfigOpt) -> None:
+def pause(config: str | None = ConfigOpt, as_json: bool = JsonOpt) -> None:
     """Start no consolidation on idle until `resume`."""
-    call(config, "POST", "/admin/pause")
-    console.print("automatic consolidation paused")
+    data = call(config, "POST", "/admin/pause")
+    return dump(data) if as_json else console.print("automatic consolidation paused")
 
 
-def resume(config: str | None = ConfigOpt) -> None:
-    call(config, "POST", "/admin/resume")
-    console.print("automatic consolidation resumed")
+def resume(config: str | None = ConfigOpt, as_json: bool = JsonOpt) -> None:
+    data = call(config, "POST", "/admin/resume")
+    return dump(data) if as_json else console.print("automatic consolidation resumed")
