@@ -187,3 +187,28 @@ def value(families: dict[str, Any], sample: str, **labels: str) -> float:
         for s in f.samples
         if s.name == sample and labels.items() <= s.labels.items()
     )
+
+
+def test_the_dashboard_asks_a_browser_for_the_admin_token(
+    make_daemon: Callable[..., Daemon], engine: str
+) -> None:
+    guarded = make_daemon(
+        "guarded",
+        engine__upstreams=json.dumps([engine]),
+        server__admin_token="s3cret-token",
+        consolidation__idle_after_s="100000",
+    )
+    with httpx.Client(base_url=guarded.url, timeout=30) as browser:
+        assert browser.get("/ui/memory").headers["location"] == "/ui/login"
+        wrong = browser.post("/ui/login", data={"token": "guess"})
+        assert "not the admin token" in wrong.text and not browser.cookies
+        assert browser.get("/admin/events/stream?after=0").status_code == 401
+        signed_in = browser.post("/ui/login", data={"token": "s3cret-token"})
+        assert signed_in.status_code == 303 and browser.cookies["memoryd_admin"]
+        assert "samesite=strict" in signed_in.headers["set-cookie"].lower()
+        page = browser.get("/ui/memory")
+        assert page.status_code == 200 and "Nothing observed yet" in page.text
+        with browser.stream("GET", "/admin/events/stream") as feed:
+            assert feed.headers["content-type"].startswith("text/event-stream")
+        # The cookie is for the browser's pages and feed; the admin API still wants the header.
+        assert browser.get("/admin/status").status_code == 401
