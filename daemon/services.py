@@ -23,7 +23,7 @@ from daemon.bundled_model import bundled_model_dir, is_prepared
 from daemon.config import Settings
 from daemon.consolidation import Consolidator
 from daemon.engine.client import EngineClient
-from daemon.engine.process import ManagedEngine, has_nvidia_gpu
+from daemon.engine.process import ManagedEngine
 from daemon.engine.swap import Swapper
 from daemon.memory.language import Language
 from daemon.memory.observer import Observer
@@ -52,7 +52,6 @@ class Services:
     private_redis: PrivateRedis | None = None
     scheduler: AsyncIOScheduler | None = None
     started_at: float = field(default_factory=time.time)
-    drop_seed: bool = False
     _rr: itertools.cycle[EngineClient] | None = None
 
     def engines_ready(self) -> bool:
@@ -156,7 +155,6 @@ async def start(settings: Settings) -> Services:
         managed=managed,
         private_redis=private,
         scheduler=scheduler,
-        drop_seed=managed is not None and not has_nvidia_gpu(),
     )
 
 

@@ -195,7 +195,7 @@ def test_tool_call(served: Daemon, stream: bool) -> None:
 
 @STREAMED
 def test_n_choices_and_sampling_parameters(served: Daemon, stream: bool) -> None:
-    # Sampled, so memoryd's answer is checked on its own; the CPU engine ignores seed.
+    # Sampled, so memoryd's answer is checked on its own.
     out = answer(
         memoryd(served),
         "memoryd",

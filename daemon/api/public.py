@@ -91,8 +91,6 @@ async def forward(
             headers={"Retry-After": "1"},
         )
     data["model"] = engine_name
-    if svc.drop_seed:
-        data.pop("seed", None)
     served = Served(
         svc, public_name, engine_name, data, request.headers.get("x-conversation-id") or parsed.user
     )
