@@ -68,7 +68,7 @@ function plot(id, series, xs, ys, bars) {
     height: 180,
     legend: { show: series.length > 1 },
     scales: { x: { time: false } },
-    axes: [{ label: bars ? "conversations" : "run" }, {}],
+    axes: [{ label: bars ? "conversations" : "run", incrs: [1, 2, 5, 10, 20, 50, 100] }, {}],
     series: [{ label: bars ? "conversations" : "run" }, ...series.map((label, i) => ({
       label, stroke: colours[i], width: 2,
       fill: bars ? "rgba(59,91,219,.35)" : undefined,
