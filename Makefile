@@ -21,6 +21,8 @@ system-deps:
 	@command -v redis-server >/dev/null || { apt-get update -q && apt-get install -y -q redis-server; }
 	@command -v systemd-analyze >/dev/null || { apt-get update -q && apt-get install -y -q systemd; }
 	@command -v openssl >/dev/null || { apt-get update -q && apt-get install -y -q openssl; }
+	@# The dashboard's browser tests run Debian's Chromium through Playwright.
+	@command -v chromium >/dev/null || { apt-get update -q && apt-get install -y -q chromium; }
 
 model: install
 	$(PY) -m daemon.bundled_model $(MODEL_DIR)

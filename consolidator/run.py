@@ -69,6 +69,39 @@ class Recorder:
         return result
 
 
+class TrainingProgress:
+    """Training's step of total on the event log, at most once a second, with an ETA.
+
+    Called in the training thread; the dashboard and ``consolidate --wait`` show
+    these numbers as they are, so both agree.
+    """
+
+    def __init__(
+        self, store: Store, run_id: int, loop: asyncio.AbstractEventLoop, every_s: float = 1.0
+    ) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.loop = loop
+        self.every_s = every_s
+        self._origin: tuple[float, int] | None = None
+        self._sent_at = 0.0
+
+    def __call__(self, step: int, total: int) -> None:
+        at = time.monotonic()
+        if self._origin is None:
+            self._origin = (at, step)  # a resumed run starts mid-way: rate from here
+        elif step < total and at - self._sent_at < self.every_s:
+            return
+        self._sent_at = at
+        started, first = self._origin
+        done = step - first
+        eta = round((total - step) * (at - started) / done, 1) if done else None
+        event = self.store.event(
+            self.run_id, "progress", phase="train", completed=step, total=total, eta_s=eta
+        )
+        asyncio.run_coroutine_threadsafe(event, self.loop).result()
+
+
 async def consolidate(
     settings: Settings, store: Store, engine: EngineClient, run: Consolidation
 ) -> int:
@@ -131,6 +164,7 @@ async def consolidate(
                 checkpoint,
                 {p.passage_id: p.text for p in dataset.passages},
                 [p.question for p in probe_set()],
+                TrainingProgress(store, run.id, loop),
             ),
         )
         if train_metrics["resumed_from_epoch"]:

@@ -201,11 +201,13 @@ def train_adapter(
     checkpoint: Checkpoint | None = None,
     contexts: dict[str, str] | None = None,
     general_prompts: list[str] | None = None,
+    on_step: Callable[[int, int], None] = lambda step, total: None,
 ) -> dict[str, float]:
     """Train and save to ``out_dir``; returns final loss, timing and the KL to the base model.
 
     ``contexts``: passage id -> the passage as the teacher reads it, for self-distillation.
     ``general_prompts``: prompts never trained on, for ``general_kl``.
+    ``on_step``: called after every optimizer step with (step, total), for progress.
     """
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
@@ -303,6 +305,7 @@ def train_adapter(
             optimizer.zero_grad(set_to_none=True)
             losses.append(loss.item())
             step += 1
+            on_step(step, total_steps)
         loss_value = sum(losses) / len(losses)
         if checkpoint and epoch + 1 < epochs:
             checkpoint.save_training_state(save_state(epoch + 1))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -11,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from daemon import services as lifecycle
-from daemon.api import admin, memory, public
+from daemon.api import admin, auth, feed, memory, public, ui
 from daemon.api.errors import (
     APIError,
     api_error_handler,
@@ -21,25 +20,24 @@ from daemon.api.errors import (
 from daemon.config import Settings
 
 
-def _bearer(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+def _check(
+    tokens: Callable[[], list[str]], what: str, cookie: bool = False
+) -> Callable[[Request], Awaitable[None]]:
+    """Bearer auth; the accepted tokens are read per request (SIGHUP can change them).
 
-
-def _check(tokens: Callable[[], list[str]], what: str) -> Callable[[Request], Awaitable[None]]:
-    """Bearer auth; the accepted tokens are read per request (SIGHUP can change them)."""
+    ``cookie``: the dashboard's cookie counts too (a browser's event feed cannot send headers).
+    """
 
     async def dependency(request: Request) -> None:
         keys = tokens()
         if not keys:
             return
-        token = _bearer(request)
+        token = auth.presented(request, cookie)
         if token is None:
             raise APIError(
                 401, f"{what} needs an API key: Authorization: Bearer <key>", code="missing_api_key"
             )
-        if not any(hmac.compare_digest(token, k) for k in keys):
+        if not auth.accepted(token, keys):
             raise APIError(401 if what == "/v1" else 403, "invalid API key", code="invalid_api_key")
 
     return dependency
@@ -74,7 +72,9 @@ def create_app(
     )
     app.include_router(admin.router, dependencies=[Depends(_check(admin_keys, "/admin"))])
     app.include_router(memory.router, dependencies=[Depends(_check(admin_keys, "/admin"))])
+    app.include_router(feed.router, dependencies=[Depends(_check(admin_keys, "/admin", True))])
     app.include_router(admin.health)
+    ui.mount(app, admin_keys)
     app.add_api_route(
         "/metrics",
         admin.metrics,

@@ -44,6 +44,7 @@ class Keys:
       P:fact:<id>:convs           HyperLogLog of conversation keys
       P:fact:<id>:variants        list  capped sample of other wordings merged into it
       P:aliases                   hash  id of a wording -> id of the fact it was merged into
+      (a fact's hash field ``pinned`` 1: it and its passage never decay)
     Runs (daemon.memory.lifecycle, daemon.memory.runlog):
       P:run:<id>                  string  Consolidation JSON; its state is written only by lifecycle
       P:run:<id>:claim            string  token of the worker holding the run; expires unless renewed

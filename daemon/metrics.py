@@ -1,8 +1,28 @@
-"""Prometheus metrics, in a registry owned by the daemon (no module-level state)."""
+"""Prometheus metrics, in a registry owned by the daemon (no module-level state).
+
+Counts the observer keeps itself are exposed as counters read at scrape time
+(prometheus_client's custom-collector pattern), not copied into gauges.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from collections.abc import Callable, Iterator
+from importlib.metadata import PackageNotFoundError, version
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from daemon.memory.observer import ObserverStats
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
@@ -26,17 +46,6 @@ class Metrics:
         )
         self.observer_queue = Gauge(
             "memoryd_observer_queue_depth", "Observations waiting", registry=r
-        )
-        self.observer_dropped = Gauge(
-            "memoryd_observer_dropped_total", "Observations dropped: queue full", registry=r
-        )
-        self.observer_failed = Gauge(
-            "memoryd_observer_failed_total", "Observations not written (Redis error)", registry=r
-        )
-        self.observer_retried = Gauge(
-            "memoryd_observer_retried_total",
-            "Observation writes retried while Redis was unreachable",
-            registry=r,
         )
         self.facts = Gauge("memoryd_facts", "Facts by status", ["status"], registry=r)
         self.consolidations = Counter(
@@ -62,6 +71,46 @@ class Metrics:
         )
         self.in_flight = Gauge("memoryd_requests_in_flight", "Chat requests in flight", registry=r)
         self.engine_ready = Gauge("memoryd_engine_ready", "1 when every engine answers", registry=r)
+        self.refusals = Counter(
+            "memoryd_refusals_total",
+            "Requests refused with an error, by HTTP status and error code",
+            ["status", "code"],
+            registry=r,
+        )
+        Info("memoryd_build", "memoryd's version and Python", registry=r).info(build_info())
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+
+    def observe(self, stats: Callable[[], ObserverStats]) -> None:
+        """Expose the observer's counts (it keeps them; scraping reads them)."""
+        self.registry.register(ObserverCollector(stats))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def build_info() -> dict[str, str]:
+    try:
+        return {"version": version("memoryd")}
+    except PackageNotFoundError:  # run from a checkout without being installed
+        return {"version": "unknown"}
+
+
+OBSERVER_COUNTERS = {
+    "observed": "Requests whose context was recorded",
+    "dropped": "Observations dropped: queue full",
+    "failed": "Observations not written (Redis error)",
+    "retried": "Observation writes retried while Redis was unreachable",
+    "facts_written": "Statements read in new passages",
+    "redacted": "Secrets and personal data taken out of observed context",
+}
+
+
+class ObserverCollector(Collector):
+    def __init__(self, stats: Callable[[], ObserverStats]) -> None:
+        self.stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.stats()
+        for field, doc in OBSERVER_COUNTERS.items():
+            yield CounterMetricFamily(f"memoryd_observer_{field}", doc, value=getattr(stats, field))

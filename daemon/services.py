@@ -23,7 +23,7 @@ from daemon.config import Settings
 from daemon.consolidation import Consolidator
 from daemon.engine.client import EngineClient
 from daemon.engine.pool import Pool
-from daemon.engine.process import ManagedEngine, has_nvidia_gpu
+from daemon.engine.process import ManagedEngine
 from daemon.engine.swap import Swapper
 from daemon.memory.language import Language
 from daemon.memory.observer import Observer
@@ -53,7 +53,6 @@ class Services:
     private_redis: PrivateRedis | None = None
     scheduler: AsyncIOScheduler | None = None
     started_at: float = field(default_factory=time.time)
-    drop_seed: bool = False
 
     def engines_ready(self) -> bool:
         return self.managed.ready if self.managed else self.pool.any_healthy()
@@ -125,6 +124,7 @@ async def start(settings: Settings) -> Services:
     await consolidator.recover()
     observer = Observer(store, settings.observer, Language())
     observer.start()
+    metrics.observe(lambda: observer.stats)
 
     scheduler = AsyncIOScheduler()
     scheduler.add_job(
@@ -156,7 +156,6 @@ async def start(settings: Settings) -> Services:
         managed=managed,
         private_redis=private,
         scheduler=scheduler,
-        drop_seed=managed is not None and not has_nvidia_gpu(),
     )
 
 

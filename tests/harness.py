@@ -111,6 +111,33 @@ def daemon_env(state_dir: Path, model_dir: Path, **overrides: str) -> tuple[dict
     return env, port
 
 
+# A small training recipe and gates at 0: for tests about what survives a fault,
+# not about what is learned (test_e2e.py covers that).
+SMALL_RECIPE = {
+    "epochs": 2,
+    "min_steps": 0,
+    "phrasings_per_question": 1,
+    "passage_text_copies": 0,
+    "replay_examples": 16,
+}
+NO_GATES = {
+    "efficacy_min": 0,
+    "generalization_min": 0,
+    "passages_below_base_max": 100,
+    "retention_min": 0,
+    "adapter_retention_min": 0,
+    "general_kl_max": 1000,
+}
+
+
+def write_config(path: Path, training: dict[str, Any], gates: dict[str, Any]) -> None:
+    """The default config with a training recipe and gates changed: runs that are fast, not good."""
+    config = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
+    config["consolidation"]["training"].update(training)
+    config["consolidation"]["gates"].update(gates)
+    path.write_text(yaml.safe_dump(config))
+
+
 def wait_for_run(daemon: Daemon, timeout_s: float, run_id: int | None = None) -> dict[str, Any]:
     """The finished record of consolidation ``run_id`` (default: the newest to finish)."""
     deadline = time.monotonic() + timeout_s
@@ -153,31 +180,6 @@ def metric(url: str, name: str, **labels: str) -> float:
         for sample in family.samples
         if sample.name == name and labels.items() <= sample.labels.items()
     )
-
-
-# A small training recipe and gates at 0: for tests about what survives a fault,
-# not about what is learned (test_e2e.py covers that).
-SMALL_RECIPE = {
-    "epochs": 2,
-    "min_steps": 0,
-    "phrasings_per_question": 1,
-    "replay_examples": 16,
-}
-NO_GATES = {
-    "efficacy_min": 0,
-    "generalization_min": 0,
-    "passages_below_base_max": 100,
-    "retention_min": 0,
-    "adapter_retention_min": 0,
-    "general_kl_max": 1000,
-}
-
-
-def write_config(path: Path, training: dict[str, Any], gates: dict[str, Any]) -> None:
-    config = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
-    config["consolidation"]["training"].update(training)
-    config["consolidation"]["gates"].update(gates)
-    path.write_text(yaml.safe_dump(config))
 
 
 def status(daemon: Daemon) -> dict[str, Any]:

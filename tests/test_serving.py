@@ -195,7 +195,7 @@ def test_tool_call(served: Daemon, stream: bool) -> None:
 
 @STREAMED
 def test_n_choices_and_sampling_parameters(served: Daemon, stream: bool) -> None:
-    # Sampled, so memoryd's answer is checked on its own; the CPU engine ignores seed.
+    # Sampled, so memoryd's answer is checked on its own.
     out = answer(
         memoryd(served),
         "memoryd",
@@ -278,7 +278,7 @@ def test_401_without_or_with_a_wrong_api_key(served: Daemon) -> None:
 def test_403_with_a_wrong_admin_token(served: Daemon) -> None:
     wrong = served.admin("GET", "/admin/status", headers={"Authorization": "Bearer nope"})
     assert wrong.status_code == 403
-    assert error_of(wrong)["type"] == "permission_error"
+    assert error_of(wrong)["type"] == "invalid_request_error"
     assert served.admin("GET", "/admin/status").status_code == 401
     # The API key is not an admin token.
     assert (

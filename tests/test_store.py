@@ -185,6 +185,22 @@ async def test_facts_not_seen_for_the_ttl_expire(redis_server: RedisServer) -> N
     await redis.aclose()
 
 
+async def test_a_pinned_fact_never_expires(redis_server: RedisServer) -> None:
+    redis = connect(redis_server.url)
+    store = Store(redis, "t")
+    kept, stale = "The archive opens at nine.", "The kiosk closed in 2001."
+    await seen(store, "a", kept)
+    await seen(store, "b", stale)
+    await store.set_pinned(fact_id(kept), True)
+    assert await store.expire(time.time(), "not seen for 30 days") == [fact_id(stale)]
+    pinned = await store.fact(fact_id(kept))
+    assert pinned is not None and pinned.pinned and pinned.status == FactStatus.pending
+    assert await eligible(store, 1) == [kept]  # its passage stayed too
+    await store.set_pinned(fact_id(kept), False)
+    assert await store.expire(time.time(), "not seen") == [fact_id(kept)]
+    await redis.aclose()
+
+
 async def test_forget_matching_text(redis_server: RedisServer) -> None:
     redis = connect(redis_server.url)
     store = Store(redis, "t")

@@ -6,17 +6,17 @@ What memory holds (passages and facts) is in daemon.api.memory.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections import Counter
-from typing import Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
+from daemon.api import feed
 from daemon.api.errors import APIError
+from daemon.api.feed import Event
 from daemon.consolidation import AlreadyRunning, Phase
 from daemon.engine.adapters import (
     AdapterInvalid,
@@ -137,14 +137,6 @@ async def consolidations(
     return ConsolidationList(consolidations=await services(request).store.runs(limit))
 
 
-class Event(BaseModel):
-    id: str
-    run: int
-    step: str
-    at: float
-    detail: dict[str, Any]
-
-
 class EventList(BaseModel):
     events: list[Event]
     last_id: str
@@ -156,19 +148,9 @@ async def events(
     after: str = Query("0", description="stream id of the last event already seen"),
     run: int | None = Query(None, description="only this run's events"),
 ) -> EventList:
-    """The consolidation log (a Redis stream), oldest first, for `consolidations follow`."""
-    raw = await services(request).store.events(after, count=1000)
-    out = [
-        Event(
-            id=event_id,
-            run=int(f["run"]),
-            step=f["step"],
-            at=float(f["at"]),
-            detail=json.loads(f["detail"]),
-        )
-        for event_id, f in raw
-    ]
-    last = raw[-1][0] if raw else after
+    """The consolidation log, oldest first, a page at a time (live: /admin/events/stream)."""
+    out = await feed.page(services(request), after)
+    last = out[-1].id if out else after
     return EventList(events=[e for e in out if run is None or e.run == run], last_id=last)
 
 
@@ -202,6 +184,7 @@ class AdapterInfo(BaseModel):
     metrics: dict[str, float]
     valid: bool
     problem: str | None = None
+    statements: list[str] = Field(default_factory=list, description="what it was trained on")
 
 
 class AdapterList(BaseModel):
@@ -225,8 +208,10 @@ async def adapters(request: Request) -> AdapterList:
                 manifest.metrics,
                 None,
             )
+            statements = manifest.facts
         except AdapterInvalid as exc:
             created, facts_n, metrics, problem = None, None, {}, str(exc)
+            statements = []
         name = adapter_name(version)
         out.append(
             AdapterInfo(
@@ -241,6 +226,7 @@ async def adapters(request: Request) -> AdapterList:
                 metrics=run.metrics if run else metrics,
                 valid=problem is None,
                 problem=problem,
+                statements=statements,
             )
         )
     active = svc.swapper.active
@@ -289,11 +275,7 @@ async def resume(request: Request) -> Paused:
 async def metrics(request: Request) -> Response:
     svc = services(request)
     m = svc.metrics
-    stats = svc.observer.stats
     m.observer_queue.set(svc.observer.queue.qsize())
-    m.observer_dropped.set(stats.dropped)
-    m.observer_failed.set(stats.failed)
-    m.observer_retried.set(stats.retried)
     m.active_version.set(svc.swapper.active.version if svc.swapper.active else 0)
     m.in_flight.set(svc.activity.in_flight)
     m.engine_ready.set(1 if svc.engines_ready() else 0)

@@ -11,18 +11,12 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    409: "conflict_error",
-    413: "invalid_request_error",
-    429: "rate_limit_error",
-    502: "upstream_error",
-    503: "service_unavailable",
-    504: "timeout_error",
-}
+
+def error_type(status: int) -> str:
+    """The ``type`` OpenAI's API gives a refusal with this status."""
+    if status == 429:
+        return "requests"  # OpenAI's rate-limit type; its code says which limit
+    return "server_error" if status >= 500 else "invalid_request_error"
 
 
 class ErrorBody(BaseModel):
@@ -49,9 +43,7 @@ class APIError(Exception):
         super().__init__(message)
         self.status = status
         self.body = ErrorResponse(
-            error=ErrorBody(
-                message=message, type=_TYPES.get(status, "api_error"), param=param, code=code
-            )
+            error=ErrorBody(message=message, type=error_type(status), param=param, code=code)
         )
         self.headers = headers or {}
 
@@ -59,19 +51,27 @@ class APIError(Exception):
         return JSONResponse(self.body.model_dump(), status_code=self.status, headers=self.headers)
 
 
-async def api_error_handler(_: Request, exc: Exception) -> JSONResponse:
+async def api_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, APIError)
-    return exc.response()
+    return refused(request, exc)
 
 
-async def http_error_handler(_: Request, exc: Exception) -> JSONResponse:
+async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    return APIError(exc.status_code, str(exc.detail)).response()
+    return refused(request, APIError(exc.status_code, str(exc.detail)))
 
 
-async def validation_error_handler(_: Request, exc: Exception) -> JSONResponse:
+async def validation_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    return validation_error(exc.errors()).response()
+    return refused(request, validation_error(exc.errors()))
+
+
+def refused(request: Request, error: APIError) -> JSONResponse:
+    """The error response, counted in memoryd_refusals_total (once the daemon is up)."""
+    svc = getattr(request.app.state, "services", None)
+    if svc is not None:
+        svc.metrics.refusals.labels(str(error.status), error.body.error.code or "").inc()
+    return error.response()
 
 
 def validation_error(errors: Sequence[Any]) -> APIError:

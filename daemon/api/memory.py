@@ -74,11 +74,14 @@ async def facts(
     limit: int = Query(100, ge=1, le=10_000),
     offset: int = Query(0, ge=0),
     status: FactStatus | None = None,
+    q: str | None = Query(None, description="only facts whose text contains this (any case)"),
 ) -> FactList:
     svc = services(request)
     items = await svc.store.facts(limit=limit, offset=offset)
     if status:
         items = [f for f in items if f.status == status]
+    if q:
+        items = [f for f in items if q.casefold() in f.text.casefold()]
     return FactList(total=await svc.store.count_facts(), facts=items)
 
 
@@ -97,6 +100,23 @@ async def forget(request: Request, fact_id: str) -> Fact:
     reason = "forgotten by the operator"
     await services(request).store.set_status([fact_id], FactStatus.forgotten, reason=reason)
     found.status, found.reason = FactStatus.forgotten, reason
+    return found
+
+
+@router.put("/facts/{fact_id}/pin", response_model=Fact)
+async def pin(request: Request, fact_id: str) -> Fact:
+    """Keep a fact however long it goes unseen: it never decays."""
+    found = await fact(request, fact_id)
+    await services(request).store.set_pinned(fact_id, True)
+    found.pinned = True
+    return found
+
+
+@router.delete("/facts/{fact_id}/pin", response_model=Fact)
+async def unpin(request: Request, fact_id: str) -> Fact:
+    found = await fact(request, fact_id)
+    await services(request).store.set_pinned(fact_id, False)
+    found.pinned = False
     return found
 
 

@@ -93,8 +93,6 @@ async def forward(
             headers={"Retry-After": "1"},
         )
     data["model"] = engine_name
-    if svc.drop_seed:
-        data.pop("seed", None)
     served = Served(
         svc,
         replica,
@@ -136,6 +134,8 @@ async def forward(
             async for chunk in reply.content.iter_any():
                 yield chunk
             completed = True
+        except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
+            yield stream_error(exc, timeout)
         finally:
             with anyio.CancelScope(shield=True):
                 if completed:
@@ -145,6 +145,18 @@ async def forward(
                 await served.end(reply.status if completed else "disconnected")
 
     return StreamingResponse(relay(), status_code=reply.status, headers=relayed(reply))
+
+
+def stream_error(exc: Exception, timeout: float) -> bytes:
+    """The event that ends a stream whose engine stalled or died: the openai SDK raises it.
+
+    The blank lines first close any event the engine left half-sent.
+    """
+    if isinstance(exc, asyncio.TimeoutError):
+        error = APIError(504, f"the engine sent nothing for {timeout:g} s", code="upstream_timeout")
+    else:
+        error = APIError(502, f"the engine's stream broke off: {exc}", code="upstream_error")
+    return b"\n\ndata: " + error.body.model_dump_json().encode() + b"\n\n"
 
 
 async def whole(
@@ -231,10 +243,26 @@ async def completions(request: Request) -> Response:
 
 @router.get("/models", response_model=ModelList)
 async def models(request: Request) -> JSONResponse:
+    return JSONResponse(ModelList(data=cards(request)).model_dump())
+
+
+@router.get("/models/{model_id:path}", response_model=ModelCard)
+async def model(request: Request, model_id: str) -> JSONResponse:
+    """One model, as ``client.models.retrieve`` asks for it."""
+    for card in cards(request):
+        if card.id == model_id:
+            return JSONResponse(card.model_dump())
+    raise APIError(
+        404, f"The model `{model_id}` does not exist.", param="model", code="model_not_found"
+    )
+
+
+def cards(request: Request) -> list[ModelCard]:
+    """The names a request may use: the alias, the base model, every loaded adapter."""
     svc = services(request)
     started = int(svc.started_at)
     active = svc.swapper.active
-    cards = [
+    found = [
         ModelCard(
             id=svc.settings.served_model_name,
             created=int(active.created) if active else started,
@@ -243,8 +271,8 @@ async def models(request: Request) -> JSONResponse:
         ),
         ModelCard(id=BASE_MODEL_NAME, created=started, root=str(svc.model_dir)),
     ]
-    cards += [
+    found += [
         ModelCard(id=a.name, created=int(a.created), root=str(a.path), parent=BASE_MODEL_NAME)
         for a in sorted(svc.swapper.loaded.values(), key=lambda a: a.version)
     ]
-    return JSONResponse(ModelList(data=cards).model_dump())
+    return found

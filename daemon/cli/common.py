@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -57,6 +58,30 @@ def call(config: str | None, method: str, path: str, body: dict[str, Any] | None
         err.print(f"[red]memoryd:[/red] {response.status_code}: {message}")
         raise typer.Exit(1)
     return response.json()
+
+
+def events(
+    http: httpx.Client, after: str | None = None, on_open: Callable[[], None] = lambda: None
+) -> Iterator[dict[str, Any]]:
+    """The daemon's consolidation feed (server-sent events), one event at a time, until closed.
+
+    ``after``: the id of the last event already seen ("0" = all); default: from now on.
+    ``on_open``: called once the feed's start is fixed, before its first event.
+    """
+    params = {"after": after} if after else {}
+    try:
+        with http.stream("GET", "/admin/events/stream", params=params, timeout=None) as response:
+            if response.status_code >= 400:
+                response.read()
+                err.print(f"[red]memoryd:[/red] {response.status_code}: {response.text}")
+                raise typer.Exit(1)
+            on_open()
+            for line in response.iter_lines():
+                if line.startswith("data: "):
+                    yield json.loads(line.removeprefix("data: "))
+    except httpx.HTTPError as exc:
+        err.print(f"[red]memoryd:[/red] the event feed at {http.base_url} ended: {exc}")
+        raise typer.Exit(3) from None
 
 
 def when(ts: float | None) -> str:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
-import time
+from collections.abc import Iterator
 from typing import Any
 
 import typer
+from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
-from daemon.cli.common import ConfigOpt, JsonOpt, call, console, dump, err, when
+from daemon.cli.common import ConfigOpt, JsonOpt, call, client, console, dump, err, events, when
 from daemon.memory.records import RunState
 
 
@@ -121,31 +123,45 @@ def consolidation_follow(
     config: str | None = ConfigOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Print a run's log until it is settled; exit 0 if it is promoted, 1 if rejected or failed."""
+    """Print a run's log until it is settled; exit 0 if it is promoted, 1 if rejected or failed.
+
+    Reads the daemon's event feed, the one the dashboard shows.
+    """
     if run_id is None:
         runs = call(config, "GET", "/admin/consolidations?limit=1")["consolidations"]
         if not runs:
             err.print("[red]memoryd:[/red] no consolidation yet")
             raise typer.Exit(1)
         run_id = int(runs[0]["id"])
-    after = "0"
-    while True:
-        run = call(config, "GET", f"/admin/consolidations/{run_id}")
-        page = call(config, "GET", f"/admin/events?after={after}&run={run_id}")
-        after = page["last_id"]
-        for event in page["events"]:
-            if as_json:
-                sys.stdout.write(json.dumps(event) + "\n")
-            else:
-                detail = " ".join(f"{k}={v}" for k, v in event["detail"].items())
-                console.print(f"{when(event['at'])}  run {run_id}  {event['step']:<10} {detail}")
-        sys.stdout.flush()
-        if RunState(run["state"]).settled:
-            break
-        time.sleep(1)
+    run = call(config, "GET", f"/admin/consolidations/{run_id}")
+    if RunState(run["state"]).settled:  # its whole log is there already
+        logged = call(config, "GET", f"/admin/events?run={run_id}")["events"]
+    else:
+        logged = until_settled(events(client(config), after="0"), run_id)
+    for event in logged:
+        if as_json:
+            sys.stdout.write(json.dumps(event) + "\n")
+            sys.stdout.flush()
+        else:
+            detail = " ".join(f"{k}={v}" for k, v in event["detail"].items())
+            console.print(f"{when(event['at'])}  run {run_id}  {event['step']:<10} {detail}")
+    run = call(config, "GET", f"/admin/consolidations/{run_id}")
     if not as_json:
         console.print(f"consolidation {run_id}: {run['state']} {verdict(run)}")
     raise typer.Exit(0 if run["state"] == "promoted" else 1)
+
+
+def until_settled(feed: Iterator[dict[str, Any]], run_id: int) -> Iterator[dict[str, Any]]:
+    """Run ``run_id``'s events from the feed, up to the one that settles it."""
+    for event in feed:
+        if event["run"] != run_id:
+            continue
+        yield event
+        if event["step"] in SETTLED:
+            return
+
+
+SETTLED = {s.value for s in RunState if s.settled}
 
 
 def consolidate(
@@ -153,21 +169,66 @@ def consolidate(
     wait: bool = typer.Option(False, "--wait", help="wait until the run is settled"),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Start a consolidation now."""
-    started = call(config, "POST", "/admin/consolidate")
-    run_id = started["run"]
+    """Start a consolidation now; with --wait, show its phases and steps until it is settled."""
     if not wait:
-        return dump(started) if as_json else console.print(f"consolidation {run_id} started")
-    while True:
-        run = call(config, "GET", f"/admin/consolidations/{run_id}")
-        if RunState(run["state"]).settled:
-            break
-        time.sleep(2)
+        queued = call(config, "POST", "/admin/consolidate")
+        return dump(queued) if as_json else console.print(f"consolidation {queued['run']} started")
+    started: list[int] = []
+
+    def start() -> None:  # once the feed is open: none of the run's events is missed
+        started.append(call(config, "POST", "/admin/consolidate")["run"])
+
+    with client(config) as http:
+        feed = events(http, on_open=start)
+        first = next(feed)
+        run_id = started[0]
+        log = until_settled(itertools.chain([first], feed), run_id)
+        if as_json:
+            for _ in log:
+                pass
+        else:
+            show_progress(log, run_id)
+    run = call(config, "GET", f"/admin/consolidations/{run_id}")
     if as_json:
         dump(run)
     else:
         console.print(f"consolidation {run_id}: {run['state']} {run.get('adapter') or ''}")
+        if run["state"] != "promoted":
+            console.print(verdict(run), markup=False)
     raise typer.Exit(0 if run["state"] == "promoted" else 1)
+
+
+def show_progress(log: Iterator[dict[str, Any]], run_id: int) -> None:
+    """A rich progress bar of the run's phase and training steps, with the daemon's ETA."""
+    columns = (
+        TextColumn("run {task.fields[run]}: [bold]{task.description}[/bold]"),
+        BarColumn(),
+        TextColumn("{task.fields[steps]}"),
+        TextColumn("{task.fields[eta]}"),
+    )
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task("queued", total=None, run=run_id, steps="", eta="")
+        for event in log:
+            step, detail = event["step"], event["detail"]
+            if step == "progress":
+                bar.update(
+                    task,
+                    description=detail["phase"],
+                    total=detail["total"],
+                    completed=detail["completed"],
+                    steps=f"step {detail['completed']} of {detail['total']}",
+                    eta=eta_text(detail.get("eta_s")),
+                )
+            elif detail.get("state") == "started" or step in {s.value for s in RunState}:
+                bar.update(task, description=step, total=None, completed=0, steps="", eta="")
+
+
+def eta_text(seconds: float | None) -> str:
+    """As the dashboard writes it."""
+    if seconds is None:
+        return ""
+    s = round(seconds)
+    return f"ETA {s // 60} min {s % 60} s" if s >= 60 else f"ETA {s} s"
 
 
 adapters_app = typer.Typer(help="Adapter versions on disk.")
@@ -206,6 +267,7 @@ def rollback(
     version: str = typer.Argument(..., help="N or mem-vN"),
     config: str | None = ConfigOpt,
     force: bool = typer.Option(False, help="activate even a rejected adapter"),
+    as_json: bool = JsonOpt,
 ) -> None:
     """Serve an earlier (or any valid) adapter version."""
     number = version.removeprefix("mem-v").removeprefix("v")
@@ -213,15 +275,17 @@ def rollback(
         err.print(f"[red]memoryd:[/red] not a version: {version}")
         raise typer.Exit(2)
     data = call(config, "POST", f"/admin/adapters/{number}/activate?force={str(force).lower()}")
+    if as_json:
+        return dump(data)
     console.print(f"now serving {data['active']}")
 
 
-def pause(config: str | None = ConfigOpt) -> None:
+def pause(config: str | None = ConfigOpt, as_json: bool = JsonOpt) -> None:
     """Start no consolidation on idle until `resume`."""
-    call(config, "POST", "/admin/pause")
-    console.print("automatic consolidation paused")
+    data = call(config, "POST", "/admin/pause")
+    return dump(data) if as_json else console.print("automatic consolidation paused")
 
 
-def resume(config: str | None = ConfigOpt) -> None:
-    call(config, "POST", "/admin/resume")
-    console.print("automatic consolidation resumed")
+def resume(config: str | None = ConfigOpt, as_json: bool = JsonOpt) -> None:
+    data = call(config, "POST", "/admin/resume")
+    return dump(data) if as_json else console.print("automatic consolidation resumed")

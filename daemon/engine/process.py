@@ -8,7 +8,6 @@ starts it, restarts it when it dies or hangs, and stops it.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -16,10 +15,6 @@ from daemon.config import EngineConfig
 from daemon.engine.client import BASE_MODEL_NAME, EngineClient
 from daemon.logs import Rotation
 from daemon.supervisor import ChildSpec, Command, Probe, Supervisor
-
-
-def has_nvidia_gpu() -> bool:
-    return shutil.which("nvidia-smi") is not None and os.path.exists("/dev/nvidia0")
 
 
 def vllm_command(cfg: EngineConfig, model_dir: Path) -> list[str]:

@@ -13,7 +13,7 @@ import hashlib
 import json
 import logging
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -22,7 +22,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from daemon.config import ObserverConfig
 from daemon.memory.language import Language
 from daemon.memory.passages import split_passages, statements
-from daemon.memory.redact import redact
+from daemon.memory.redact import redact_counted
 from daemon.memory.segment import fact_id
 from daemon.memory.store import Observation, ObservedPassage, Store
 
@@ -38,6 +38,7 @@ class ObserverStats(BaseModel):
     failed: int = 0
     retried: int = 0
     facts_written: int = 0
+    redacted: int = 0
 
 
 def message_text(content: Any) -> str:
@@ -67,7 +68,13 @@ def conversation_key(messages: list[dict[str, Any]], explicit: str | None) -> st
     return hashlib.sha256(json.dumps(head).encode()).hexdigest()[:24]
 
 
-def context_of(messages: list[dict[str, Any]]) -> tuple[list[tuple[str, str]], str | None]:
+class Context(NamedTuple):
+    passages: list[tuple[str, str]]  # (id, text)
+    question: str | None
+    redacted: int  # secrets and personal data taken out
+
+
+def context_of(messages: list[dict[str, Any]]) -> Context:
     """The request's passages (id, text) and the question asked of them.
 
     System, developer and tool messages are context. A user message is the
@@ -78,17 +85,19 @@ def context_of(messages: list[dict[str, Any]]) -> tuple[list[tuple[str, str]], s
     last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
     question = None
     found: dict[str, str] = {}
+    redacted = 0
     for i, m in enumerate(messages):
         if m.get("role") not in CONTEXT_ROLES:
             continue
-        text = redact(message_text(m.get("content")))
+        text, n = redact_counted(message_text(m.get("content")))
+        redacted += n
         if m.get("role") == "user" and len(text) <= QUESTION_MAX_CHARS:
             if i == last_user:
                 question = text.strip() or None
             continue
         for passage in split_passages(text):
             found.setdefault(fact_id(passage), passage)
-    return list(found.items()), question
+    return Context(list(found.items()), question, redacted)
 
 
 async def observe(
@@ -99,7 +108,7 @@ async def observe(
     cfg: ObserverConfig,
 ) -> Observation:
     """The observation of one request: passages already known are only counted, new ones read."""
-    found, question = context_of(messages)
+    found, question, redacted = context_of(messages)
     known = await store.known_passages([pid for pid, _ in found])
     passages = []
     for pid, text in found:
@@ -109,7 +118,7 @@ async def observe(
         extracted = await asyncio.to_thread(statements, lang, text, cfg.min_chars, cfg.max_chars)
         if extracted:  # a passage that states nothing ("You are a helpful assistant.") is not kept
             passages.append(ObservedPassage(pid, text, extracted))
-    return Observation(conversation, passages, question)
+    return Observation(conversation, passages, question, redacted)
 
 
 class Observer:
@@ -181,6 +190,7 @@ class Observer:
                 log.warning("observation not recorded", exc_info=True)
                 return
             self.stats.observed += 1
+            self.stats.redacted += obs.redacted
             self.stats.facts_written += sum(len(p.statements or []) for p in obs.passages)
             if self._failing:
                 log.warning("observations are recorded again")

@@ -62,6 +62,7 @@ class Fact(BaseModel):
     reason: str | None = Field(None, description="why it was forgotten or replaced")
     replaced_by: str | None = Field(None, description="the newer fact that contradicts it")
     replaces: str | None = Field(None, description="the older fact it contradicts")
+    pinned: bool = Field(False, description="never forgotten for not being seen (ttl_days)")
 
 
 class RunState(str, Enum):

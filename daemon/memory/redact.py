@@ -65,6 +65,13 @@ _PATTERNS: list[tuple[str, re.Pattern[str], Callable[[re.Match[str]], str] | Non
 
 
 def redact(text: str) -> str:
+    return redact_counted(text)[0]
+
+
+def redact_counted(text: str) -> tuple[str, int]:
+    """The text redacted, and how many things were taken out (counted in /metrics)."""
+    total = 0
     for kind, pattern, replace in _PATTERNS:
-        text = pattern.sub(replace or REPLACEMENT.format(kind=kind), text)
-    return text
+        text, n = pattern.subn(replace or REPLACEMENT.format(kind=kind), text)
+        total += n
+    return text, total

@@ -25,6 +25,11 @@ class RunLog(Lifecycle):
         )
         return [(str(i), {str(k): str(v) for k, v in (f or {}).items()}) for i, f in raw or []]
 
+    async def last_event_id(self) -> str:
+        """Where a reader that wants only what comes next starts ("0" when the log is empty)."""
+        raw = await self.redis.xrevrange(self.keys.events, count=1)
+        return str(raw[0][0]) if raw else "0"
+
     # --- active adapter ------------------------------------------------------
     async def active_version(self) -> int | None:
         raw = await self.redis.get(self.keys.active)

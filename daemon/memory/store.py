@@ -2,6 +2,7 @@
 
 Its keys are named in daemon.contract.Keys, with those of the
 consolidation log (daemon.memory.lifecycle, daemon.memory.runlog).
+A pinned fact (its hash's ``pinned`` field) and its passage never decay.
 """
 
 from __future__ import annotations
@@ -68,11 +69,16 @@ class Observation:
     """One request's contribution: the passages of its context, seen in one conversation."""
 
     def __init__(
-        self, conversation: str, passages: list[ObservedPassage], question: str | None
+        self,
+        conversation: str,
+        passages: list[ObservedPassage],
+        question: str | None,
+        redacted: int = 0,
     ) -> None:
         self.conversation = conversation
         self.passages = passages
         self.question = question
+        self.redacted = redacted
 
 
 class Resolved(NamedTuple):
@@ -266,6 +272,7 @@ class Store(RunLog):
                     reason=f.get("reason"),
                     replaced_by=f.get("replaced_by"),
                     replaces=f.get("replaces"),
+                    pinned=f.get("pinned") == "1",
                 )
             )
         return out
@@ -399,19 +406,32 @@ class Store(RunLog):
             f.status, f.reason = FactStatus.forgotten, reason
         return matched
 
+    async def set_pinned(self, fid: str, pinned: bool) -> None:
+        """A pinned fact, and the passage it is read in, never decay (facts.ttl_days)."""
+        await self.redis.hset(self.keys.fact(fid), "pinned", int(pinned))
+
     async def expire(self, last_seen_before: float, reason: str) -> list[str]:
-        """Forget the active passages and facts not seen since ``last_seen_before``; the facts' ids."""
+        """Forget the active passages and facts not seen since ``last_seen_before``; the facts' ids.
+
+        Pinned facts stay, and so do the passages they are read in.
+        """
         old = [
             str(i)
             for i in await self.redis.zrangebyscore(self.keys.passages, "-inf", last_seen_before)
         ]
-        stale_passages = [p.id for p in await self.passages_by_id(old) if p.status.active]
-        await self.set_passage_status(stale_passages, FactStatus.forgotten, reason=reason)
         ids = [
             str(i)
             for i in await self.redis.zrangebyscore(self.keys.facts, "-inf", last_seen_before)
         ]
-        stale = await self.active_ids(ids)
+        facts = await self.facts_by_id(await self.active_ids(ids))
+        pinned = {f.id for f in facts if f.pinned}
+        stale_passages = [
+            p.id
+            for p in await self.passages_by_id(old)
+            if p.status.active and not pinned.intersection(p.fact_ids)
+        ]
+        await self.set_passage_status(stale_passages, FactStatus.forgotten, reason=reason)
+        stale = [f.id for f in facts if not f.pinned]
         await self.set_status(stale, FactStatus.forgotten, reason=reason)
         return stale
 
