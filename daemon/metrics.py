@@ -38,6 +38,12 @@ class Metrics:
             "Observation writes retried while Redis was unreachable",
             registry=r,
         )
+        self.redactions = Gauge(
+            "memoryd_redactions_total",
+            "Secrets and personal data replaced before storing, by kind",
+            ["kind"],
+            registry=r,
+        )
         self.facts = Gauge("memoryd_facts", "Facts by status", ["status"], registry=r)
         self.consolidations = Counter(
             "memoryd_consolidations_total",

@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from daemon.api.errors import APIError
 from daemon.consolidation import AlreadyRunning, Phase
@@ -74,6 +74,7 @@ class Status(BaseModel):
     passages: int
     redis: RedisStatus
     observer: dict[str, int]
+    redacted: dict[str, int] = Field(description="redactions by kind (counts, never values)")
     uptime_s: float
 
 
@@ -125,6 +126,7 @@ async def status(request: Request) -> Status:
             restarts=svc.private_redis.restarts if svc.private_redis else 0,
         ),
         observer={**svc.observer.stats.model_dump(), "queued": svc.observer.queue.qsize()},
+        redacted=dict(svc.observer.redacted),
         uptime_s=round(time.time() - svc.started_at, 1),
     )
 
@@ -286,6 +288,8 @@ async def metrics(request: Request) -> Response:
     m.observer_dropped.set(stats.dropped)
     m.observer_failed.set(stats.failed)
     m.observer_retried.set(stats.retried)
+    for kind, n in svc.observer.redacted.items():
+        m.redactions.labels(kind).set(n)
     m.active_version.set(svc.swapper.active.version if svc.swapper.active else 0)
     m.in_flight.set(svc.activity.in_flight)
     m.engine_ready.set(1 if svc.engines_ready() else 0)

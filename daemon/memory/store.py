@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections import Counter
 from collections.abc import Iterable
 from typing import NamedTuple
 
@@ -28,6 +29,7 @@ from redis.backoff import ExponentialBackoff
 
 from daemon.memory.passages import PERSON_ROLES, THING_ROLES, Extracted
 from daemon.memory.records import Fact, FactStatus, Passage, now
+from daemon.memory.redact import MARKER
 from daemon.memory.runlog import RunLog
 from daemon.memory.segment import fact_id
 from daemon.memory.statement import Statement, content_words, relation
@@ -63,11 +65,18 @@ class Observation:
     """One request's contribution: the passages of its context, seen in one conversation."""
 
     def __init__(
-        self, conversation: str, passages: list[ObservedPassage], question: str | None
+        self,
+        conversation: str,
+        passages: list[ObservedPassage],
+        question: str | None,
+        redacted: Counter[str] | None = None,
+        dropped: int = 0,
     ) -> None:
         self.conversation = conversation
         self.passages = passages
         self.question = question
+        self.redacted = redacted or Counter()  # by kind, in the whole request
+        self.dropped = dropped  # statements not learned: their point was a redacted value
 
 
 class Resolved(NamedTuple):
@@ -128,6 +137,7 @@ class Store(RunLog):
             pipe.hsetnx(key, "text", p.text)
             pipe.hsetnx(key, "first_seen", ts)
             pipe.hsetnx(key, "status", FactStatus.pending.value)
+            pipe.hsetnx(key, "redacted", p.text.count(MARKER))
             pipe.hset(key, "last_seen", ts)
             pipe.hincrby(key, "hits", 1)
             pipe.pfadd(self._k("passage", p.id, "convs"), obs.conversation)
@@ -254,6 +264,7 @@ class Store(RunLog):
                     first_seen=float(f["first_seen"]),
                     last_seen=float(f["last_seen"]),
                     hits=int(f.get("hits", 0)),
+                    redacted=int(f.get("redacted", 0)),
                     conversations=int(convs),
                     status=FactStatus(f.get("status", "pending")),
                     version=int(f["version"]) if f.get("version") else None,
@@ -295,6 +306,7 @@ class Store(RunLog):
                     first_seen=float(f["first_seen"]),
                     last_seen=float(f["last_seen"]),
                     hits=int(f.get("hits", 0)),
+                    redacted=int(f.get("redacted", 0)),
                     conversations=int(convs),
                     status=FactStatus(f.get("status", "pending")),
                     version=int(f["version"]) if f.get("version") else None,
