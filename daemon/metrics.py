@@ -6,7 +6,7 @@ Counts the observer keeps itself are exposed as counters read at scrape time
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from importlib.metadata import PackageNotFoundError, version
 
 from prometheus_client import (
@@ -81,9 +81,11 @@ class Metrics:
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
 
-    def observe(self, stats: Callable[[], ObserverStats]) -> None:
+    def observe(
+        self, stats: Callable[[], ObserverStats], redacted: Callable[[], Mapping[str, int]]
+    ) -> None:
         """Expose the observer's counts (it keeps them; scraping reads them)."""
-        self.registry.register(ObserverCollector(stats))
+        self.registry.register(ObserverCollector(stats, redacted))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -103,14 +105,26 @@ OBSERVER_COUNTERS = {
     "retried": "Observation writes retried while Redis was unreachable",
     "facts_written": "Statements read in new passages",
     "redacted": "Secrets and personal data taken out of observed context",
+    "statements_dropped": "Statements not learned: their point was a redacted value",
 }
 
 
 class ObserverCollector(Collector):
-    def __init__(self, stats: Callable[[], ObserverStats]) -> None:
+    def __init__(
+        self, stats: Callable[[], ObserverStats], redacted: Callable[[], Mapping[str, int]]
+    ) -> None:
         self.stats = stats
+        self.redacted = redacted
 
     def collect(self) -> Iterator[Metric]:
         stats = self.stats()
         for field, doc in OBSERVER_COUNTERS.items():
             yield CounterMetricFamily(f"memoryd_observer_{field}", doc, value=getattr(stats, field))
+        by_kind = CounterMetricFamily(
+            "memoryd_redactions",
+            "Secrets and personal data replaced before storing, by kind (never the values)",
+            labels=["kind"],
+        )
+        for kind, n in sorted(self.redacted().items()):
+            by_kind.add_metric([kind], n)
+        yield by_kind

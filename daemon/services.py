@@ -124,7 +124,7 @@ async def start(settings: Settings) -> Services:
     await consolidator.recover()
     observer = Observer(store, settings.observer, Language())
     observer.start()
-    metrics.observe(lambda: observer.stats)
+    metrics.observe(lambda: observer.stats, lambda: observer.redacted)
 
     scheduler = AsyncIOScheduler()
     scheduler.add_job(

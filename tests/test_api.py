@@ -237,8 +237,20 @@ def test_secrets_never_reach_redis(daemon: Daemon) -> None:
         ],
         max_tokens=4,
     )
-    fact = wait_for_fact(daemon, "The deploy key for the Quokka project is [REDACTED:api_key].", 1)
-    assert "sk-abc" not in json.dumps(fact)
+    deadline = time.monotonic() + 20
+    while (
+        daemon_status(daemon)["observer"]["statements_dropped"] < 1 and time.monotonic() < deadline
+    ):
+        time.sleep(0.3)
+    # Its one statement's point was the key: not learned, so the passage states nothing to keep.
+    assert daemon_status(daemon)["redacted"]["api_key"] >= 1
+    stored = daemon.admin("GET", "/admin/passages?limit=1000").json()["passages"]
+    stored += daemon.admin("GET", "/admin/facts?limit=1000").json()["facts"]
+    assert not [r for r in stored if "Quokka" in r["text"]]
+
+
+def daemon_status(daemon: Daemon) -> dict[str, Any]:
+    return dict(daemon.admin("GET", "/admin/status").json())
 
 
 def test_status_and_cli(daemon: Daemon) -> None:

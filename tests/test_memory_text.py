@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 
 from daemon.memory.language import Language
@@ -149,8 +151,11 @@ def test_ordinary_numbers_survive() -> None:
 
 def test_redactions_are_counted_per_request() -> None:
     secret = "Write to ops@example.com or call +44 20 7946 0958; password: hunter22."
-    assert context_of([{"role": "system", "content": secret}]).redacted == 3
-    assert context_of([{"role": "system", "content": "Nothing secret here."}]).redacted == 0
+    counts: Counter[str] = Counter()
+    context_of([{"role": "system", "content": secret}], counts)
+    assert counts.total() == 3
+    context_of([{"role": "system", "content": "Nothing secret here."}], counts)
+    assert counts.total() == 3
 
 
 def test_context_is_system_and_pasted_text_and_the_question_is_the_last_turn() -> None:
@@ -163,7 +168,7 @@ def test_context_is_system_and_pasted_text_and_the_question_is_the_last_turn() -
         {"role": "assistant", "content": "Sure, the support line opens at nine."},
         {"role": "user", "content": "When does support open?"},
     ]
-    passages, question, _ = context_of(messages)
+    passages, question = context_of(messages)
     assert [t for _, t in passages] == [
         "Our support line opens at nine. Mail [REDACTED:email] for refunds."
     ]
@@ -172,7 +177,7 @@ def test_context_is_system_and_pasted_text_and_the_question_is_the_last_turn() -
 
 def test_a_long_last_message_is_pasted_context() -> None:
     pasted = "Please summarise this. " + "The Orla Bridge opened in 1931. " * 2 + "x" * 300
-    passages, question, _ = context_of([{"role": "user", "content": pasted}])
+    passages, question = context_of([{"role": "user", "content": pasted}])
     assert question is None
     assert "The Orla Bridge opened in 1931." in seg(passages[0][1])
 

@@ -75,6 +75,7 @@ class Status(BaseModel):
     passages: int
     redis: RedisStatus
     observer: dict[str, int]
+    redacted: dict[str, int] = Field(description="redactions by kind (counts, never values)")
     uptime_s: float
 
 
@@ -126,6 +127,7 @@ async def status(request: Request) -> Status:
             restarts=svc.private_redis.restarts if svc.private_redis else 0,
         ),
         observer={**svc.observer.stats.model_dump(), "queued": svc.observer.queue.qsize()},
+        redacted=dict(svc.observer.redacted),
         uptime_s=round(time.time() - svc.started_at, 1),
     )
 

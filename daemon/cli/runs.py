@@ -40,6 +40,8 @@ def status(config: str | None = ConfigOpt, as_json: bool = JsonOpt) -> None:
         "redis", f"{'ok' if redis['ok'] else 'DOWN'} ({where}, restarts {redis['restarts']})"
     )
     table.add_row("observer", ", ".join(f"{k} {v}" for k, v in data["observer"].items()))
+    kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(data["redacted"].items()))
+    table.add_row("redacted", kinds or "none")
     console.print(table)
 
 

@@ -13,7 +13,8 @@ import hashlib
 import json
 import logging
 import time
-from typing import Any, NamedTuple
+from collections import Counter
+from typing import Any
 
 from pydantic import BaseModel
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -22,7 +23,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from daemon.config import ObserverConfig
 from daemon.memory.language import Language
 from daemon.memory.passages import split_passages, statements
-from daemon.memory.redact import redact_counted
+from daemon.memory.redact import MARKER, redact_counted
 from daemon.memory.segment import fact_id
 from daemon.memory.store import Observation, ObservedPassage, Store
 
@@ -38,7 +39,8 @@ class ObserverStats(BaseModel):
     failed: int = 0
     retried: int = 0
     facts_written: int = 0
-    redacted: int = 0
+    redacted: int = 0  # secrets and personal data replaced before anything was stored
+    statements_dropped: int = 0  # statements whose point was a redacted value
 
 
 def message_text(content: Any) -> str:
@@ -56,7 +58,8 @@ def conversation_key(messages: list[dict[str, Any]], explicit: str | None) -> st
     """Names a conversation: stable as it grows, so re-sent history counts once.
 
     Derived from the system prompt(s) and the first user message unless the
-    client names it (``user`` field or ``X-Conversation-Id``).
+    client names it with ``X-Conversation-Id`` (the ``user`` field names an end
+    user, who has many conversations).
     """
     if explicit:
         return "id:" + explicit
@@ -68,36 +71,33 @@ def conversation_key(messages: list[dict[str, Any]], explicit: str | None) -> st
     return hashlib.sha256(json.dumps(head).encode()).hexdigest()[:24]
 
 
-class Context(NamedTuple):
-    passages: list[tuple[str, str]]  # (id, text)
-    question: str | None
-    redacted: int  # secrets and personal data taken out
-
-
-def context_of(messages: list[dict[str, Any]]) -> Context:
-    """The request's passages (id, text) and the question asked of them.
+def context_of(
+    messages: list[dict[str, Any]], redacted: Counter[str] | None = None
+) -> tuple[list[tuple[str, str]], str | None]:
+    """The request's passages (id, text) and the question asked of them, redacted.
 
     System, developer and tool messages are context. A user message is the
     question when it is the last one and short; a long user message carries
     pasted material and is context; earlier short user turns are chat, not
-    memory.
+    memory. What was redacted is counted by kind into ``redacted``.
     """
     last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
     question = None
     found: dict[str, str] = {}
-    redacted = 0
     for i, m in enumerate(messages):
         if m.get("role") not in CONTEXT_ROLES:
             continue
-        text, n = redact_counted(message_text(m.get("content")))
-        redacted += n
+        clean = redact_counted(message_text(m.get("content")))
+        if redacted is not None:
+            redacted.update(clean.counts)
+        text = clean.text
         if m.get("role") == "user" and len(text) <= QUESTION_MAX_CHARS:
             if i == last_user:
                 question = text.strip() or None
             continue
         for passage in split_passages(text):
             found.setdefault(fact_id(passage), passage)
-    return Context(list(found.items()), question, redacted)
+    return list(found.items()), question
 
 
 async def observe(
@@ -108,17 +108,22 @@ async def observe(
     cfg: ObserverConfig,
 ) -> Observation:
     """The observation of one request: passages already known are only counted, new ones read."""
-    found, question, redacted = context_of(messages)
+    redacted: Counter[str] = Counter()
+    found, question = context_of(messages, redacted)
     known = await store.known_passages([pid for pid, _ in found])
     passages = []
+    dropped = 0
     for pid, text in found:
         if pid in known:
             passages.append(ObservedPassage(pid, text, None))
             continue
-        extracted = await asyncio.to_thread(statements, lang, text, cfg.min_chars, cfg.max_chars)
+        read = await asyncio.to_thread(statements, lang, text, cfg.min_chars, cfg.max_chars)
+        # "The admin password is [REDACTED]" could only teach the placeholder: not learned.
+        extracted = [s for s in read if MARKER not in s.text and MARKER not in s.source]
+        dropped += len(read) - len(extracted)
         if extracted:  # a passage that states nothing ("You are a helpful assistant.") is not kept
             passages.append(ObservedPassage(pid, text, extracted))
-    return Observation(conversation, passages, question, redacted)
+    return Observation(conversation, passages, question, redacted, dropped)
 
 
 class Observer:
@@ -130,6 +135,7 @@ class Observer:
             cfg.queue_size
         )
         self.stats = ObserverStats()
+        self.redacted: Counter[str] = Counter()  # by kind, never the values
         self._task: asyncio.Task[None] | None = None
         self._failing = False
 
@@ -190,8 +196,10 @@ class Observer:
                 log.warning("observation not recorded", exc_info=True)
                 return
             self.stats.observed += 1
-            self.stats.redacted += obs.redacted
             self.stats.facts_written += sum(len(p.statements or []) for p in obs.passages)
+            self.stats.redacted += obs.redacted.total()
+            self.stats.statements_dropped += obs.dropped
+            self.redacted.update(obs.redacted)
             if self._failing:
                 log.warning("observations are recorded again")
             self._failing = False

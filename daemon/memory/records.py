@@ -34,6 +34,7 @@ class Passage(BaseModel):
     last_seen: float
     hits: int = 0
     conversations: int = 0
+    redacted: int = Field(0, description="secrets and personal data replaced in its text")
     status: FactStatus = FactStatus.pending
     version: int | None = Field(None, description="adapter version it was consolidated into")
     reason: str | None = Field(None, description="why it was forgotten")

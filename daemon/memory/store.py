@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
@@ -20,6 +21,7 @@ from redis.backoff import ExponentialBackoff
 from daemon.config import RedisConfig
 from daemon.memory.passages import PERSON_ROLES, THING_ROLES, Extracted
 from daemon.memory.records import Fact, FactStatus, Passage, now
+from daemon.memory.redact import MARKER
 from daemon.memory.runlog import RunLog
 from daemon.memory.segment import fact_id
 from daemon.memory.statement import Statement, content_words, relation
@@ -73,12 +75,14 @@ class Observation:
         conversation: str,
         passages: list[ObservedPassage],
         question: str | None,
-        redacted: int = 0,
+        redacted: Counter[str] | None = None,
+        dropped: int = 0,
     ) -> None:
         self.conversation = conversation
         self.passages = passages
         self.question = question
-        self.redacted = redacted
+        self.redacted = redacted or Counter()  # by kind, in the whole request
+        self.dropped = dropped  # statements not learned: their point was a redacted value
 
 
 class Resolved(NamedTuple):
@@ -139,6 +143,7 @@ class Store(RunLog):
             pipe.hsetnx(key, "text", p.text)
             pipe.hsetnx(key, "first_seen", ts)
             pipe.hsetnx(key, "status", FactStatus.pending.value)
+            pipe.hsetnx(key, "redacted", p.text.count(MARKER))
             pipe.hset(key, "last_seen", ts)
             pipe.hincrby(key, "hits", 1)
             pipe.pfadd(self.keys.passage(p.id, "convs"), obs.conversation)
@@ -265,6 +270,7 @@ class Store(RunLog):
                     first_seen=float(f["first_seen"]),
                     last_seen=float(f["last_seen"]),
                     hits=int(f.get("hits", 0)),
+                    redacted=int(f.get("redacted", 0)),
                     conversations=int(convs),
                     status=FactStatus(f.get("status", "pending")),
                     version=int(f["version"]) if f.get("version") else None,
@@ -307,6 +313,7 @@ class Store(RunLog):
                     first_seen=float(f["first_seen"]),
                     last_seen=float(f["last_seen"]),
                     hits=int(f.get("hits", 0)),
+                    redacted=int(f.get("redacted", 0)),
                     conversations=int(convs),
                     status=FactStatus(f.get("status", "pending")),
                     version=int(f["version"]) if f.get("version") else None,
