@@ -98,7 +98,7 @@ def test_a_hung_engine_is_replaced_while_chat_gets_503s(daemon: Daemon) -> None:
     assert refused.status_code == 503
     assert int(refused.headers["retry-after"]) > 0
     error = refused.json()["error"]
-    assert error["type"] == "service_unavailable" and "restarting" in error["message"]
+    assert error["type"] == "server_error" and "restarting" in error["message"]
     assert httpx.get(daemon.url + "/readyz", timeout=10).status_code == 503
 
     def replaced() -> bool:
