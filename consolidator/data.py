@@ -173,11 +173,12 @@ def verdict(question: Question, answer: str, passage: str) -> tuple[str | None, 
     kept = up_to_answer(answer, question.expects)
     if kept is None:
         return None, "wrong_polarity" if question.kind == "rule" else "missed_answer"
-    if question.kind != "rule" and not grounded(kept, passage, question.text):
-        return None, "ungrounded"
-    if invents(kept, f"{passage}\n{question.text}"):
-        return None, "ungrounded"
-    return kept, ""
+    # A yes/no answer repeats the question's words; it needs only to invent nothing.
+    if question.kind == "rule":
+        ok = not invents(kept, f"{passage}\n{question.text}")
+    else:
+        ok = grounded(kept, passage, question.text)
+    return (kept, "") if ok else (None, "ungrounded")
 
 
 def supported_part(answer: str, statement: str, question: str) -> str | None:

@@ -422,16 +422,19 @@ def expected_in(answer: str, expects: str) -> bool:
     return True
 
 
+NUMBER = re.compile(r"\d+(?:[.,:]\d+)*")
+
+
 def specifics(text: str) -> set[str]:
     """Numbers and names (capitalised words not opening a sentence), casefolded."""
-    numbers = re.findall(r"\d+(?:[.,:]\d+)*", text)
+    numbers = NUMBER.findall(text)
     names = re.findall(r"(?<![.!?:]\s)(?<!^)(?<!\n)\b[A-Z][\w'-]*", text.strip())
     return {n.casefold() for n in numbers + names} - {"i"}
 
 
 def invents(answer: str, source: str) -> bool:
     """The answer names a number or name the source does not: a small teacher's embroidery."""
-    known = {w.casefold() for w in words(source)} | set(re.findall(r"\d+(?:[.,:]\d+)*", source))
+    known = {w.casefold() for w in words(source)} | set(NUMBER.findall(source))
     return any(s not in known for s in specifics(answer))
 
 

@@ -8,7 +8,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -199,6 +200,25 @@ def wait_until(what: str, check: Callable[[], Any], timeout_s: float, daemon: Da
             return got
         time.sleep(0.5)
     raise AssertionError(f"timed out waiting for {what}:\n{daemon.tail()}")
+
+
+@contextmanager
+def reconfigured(
+    daemon: Daemon, path: Path, training: dict[str, Any], gates: dict[str, Any], changed: str
+) -> Iterator[None]:
+    """Serve with a training recipe and gates changed (SIGHUP), then with the fast ones again.
+
+    ``changed``: a setting's dotted name the reload logs, so the change is known applied.
+    """
+    assert daemon.proc is not None
+    write_config(path, training, gates)
+    daemon.proc.send_signal(signal.SIGHUP)
+    wait_until("the reload", lambda: changed in daemon.tail(20), 30, daemon)
+    try:
+        yield
+    finally:
+        write_config(path, SMALL_RECIPE, NO_GATES)
+        daemon.proc.send_signal(signal.SIGHUP)
 
 
 def running_run(daemon: Daemon, after: int) -> tuple[int, int]:

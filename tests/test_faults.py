@@ -26,6 +26,7 @@ from tests.harness import (
     Daemon,
     deliver_recurring,
     gone,
+    reconfigured,
     run_events,
     running_run,
     status,
@@ -136,25 +137,15 @@ def test_an_adapter_that_forgets_is_rejected_and_the_old_one_serves(
 ) -> None:
     """Trained without replay, at a high rate: it changes what the base model answered."""
     active = status(faulty)["active_version"]
-    write_config(
+    with reconfigured(
+        faulty,
         config_file,
         {**SMALL_RECIPE, "replay_examples": 0, "learning_rate": 0.005},
         {**NO_GATES, "adapter_retention_min": 0.9},
-    )
-    assert faulty.proc is not None
-    faulty.proc.send_signal(signal.SIGHUP)
-    wait_until(
-        "the reload",
-        lambda: "consolidation.training.replay_examples" in faulty.tail(20),
-        30,
-        faulty,
-    )
-    try:
+        "consolidation.training.replay_examples",
+    ):
         started = faulty.admin("POST", "/admin/consolidate").json()["run"]
         run = wait_for_run(faulty, RUN_TIMEOUT_S, started)
-    finally:
-        write_config(config_file, SMALL_RECIPE, NO_GATES)
-        faulty.proc.send_signal(signal.SIGHUP)
     assert run["state"] == "rejected"
     shown = faulty.cli("consolidations", "show", str(started))
     assert shown.returncode == 0, shown.stderr
@@ -187,28 +178,18 @@ def test_an_adapter_worse_than_base_on_held_out_questions_is_rejected(
     passage and both numbers.
     """
     active = status(faulty)["active_version"]
-    write_config(
+    runs = faulty.admin("GET", "/admin/consolidations").json()["consolidations"]
+    latest = max((r["id"] for r in runs), default=0)
+    with reconfigured(
+        faulty,
         config_file,
         {**SMALL_RECIPE, "replay_examples": 0, "learning_rate": 0.05},
         {**NO_GATES, "passages_below_base_max": 0},
-    )
-    assert faulty.proc is not None
-    faulty.proc.send_signal(signal.SIGHUP)
-    wait_until(
-        "the reload",
-        lambda: "consolidation.gates.passages_below_base_max" in faulty.tail(20),
-        30,
-        faulty,
-    )
-    runs = faulty.admin("GET", "/admin/consolidations").json()["consolidations"]
-    latest = max((r["id"] for r in runs), default=0)
-    try:
+        "consolidation.gates.passages_below_base_max",
+    ):
         deliver_recurring(faulty.openai(), [KNOWN_TO_BASE], max_tokens=4)
         started, _ = running_run(faulty, after=latest)
         run = wait_for_run(faulty, RUN_TIMEOUT_S, started)
-    finally:
-        write_config(config_file, SMALL_RECIPE, NO_GATES)
-        faulty.proc.send_signal(signal.SIGHUP)
     per_passage = step_detail(run, "evaluate")["per_passage"]
     assert run["state"] == "rejected", per_passage
     assert any(r.startswith("passages_below_base") for r in run["reasons"]), run["reasons"]

@@ -106,17 +106,18 @@ async def forget(request: Request, fact_id: str) -> Fact:
 @router.put("/facts/{fact_id}/pin", response_model=Fact)
 async def pin(request: Request, fact_id: str) -> Fact:
     """Keep a fact however long it goes unseen: it never decays."""
-    found = await fact(request, fact_id)
-    await services(request).store.set_pinned(fact_id, True)
-    found.pinned = True
-    return found
+    return await _set_pinned(request, fact_id, True)
 
 
 @router.delete("/facts/{fact_id}/pin", response_model=Fact)
 async def unpin(request: Request, fact_id: str) -> Fact:
+    return await _set_pinned(request, fact_id, False)
+
+
+async def _set_pinned(request: Request, fact_id: str, pinned: bool) -> Fact:
     found = await fact(request, fact_id)
-    await services(request).store.set_pinned(fact_id, False)
-    found.pinned = False
+    await services(request).store.set_pinned(fact_id, pinned)
+    found.pinned = pinned
     return found
 
 
