@@ -53,10 +53,11 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     proc.wait(10)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def make_daemon(
     tmp_path_factory: pytest.TempPathFactory, model_dir: Path
 ) -> Iterator[Callable[..., Daemon]]:
+    """Daemons that stop when their module ends: an idle engine still holds memory and CPU."""
     started: list[Daemon] = []
 
     def make(name: str, extra_env: dict[str, str] | None = None, **overrides: str) -> Daemon:
