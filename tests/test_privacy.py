@@ -1,5 +1,8 @@
 """What must not be kept is not: a real daemon, real HTTP, every file of its state dir grepped.
 
+Opted-out requests (``X-Memoryd-Learn: off`` or ``"memoryd": {"learn": false}``)
+leave no trace; ``X-Conversation-Id`` names a conversation and ``user`` does not.
+
 An ops-notes system prompt carrying 24 kinds of secrets and personal data is
 sent in three conversations (with one more in a user question). After the
 observations are written and Redis has rewritten its append-only file, no
@@ -13,6 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -100,3 +104,89 @@ def test_planted_secrets_leave_no_byte_in_the_state_dir(daemon: Daemon) -> None:
 
     rewrite_aof(daemon.state_dir)
     assert planted_in(daemon.state_dir, values()) == []
+
+
+def redis_bytes(r: redis.Redis) -> bytes:
+    """Every key and every value held in Redis, concatenated."""
+    out = []
+    for key in r.scan_iter(count=1000):
+        kind = r.type(key)
+        if kind == b"string":
+            value: Any = [r.get(key)]
+        elif kind == b"hash":
+            value = [b for kv in r.hgetall(key).items() for b in kv]
+        elif kind == b"list":
+            value = r.lrange(key, 0, -1)
+        elif kind == b"set":
+            value = r.smembers(key)
+        elif kind == b"zset":
+            value = r.zrange(key, 0, -1)
+        else:  # streams: every entry's fields and values
+            entries: Any = r.xrange(key)
+            value = [b for _, f in entries for kv in f.items() for b in kv]
+        out += [key, *(v for v in value if v)]
+    return b"\n".join(out)
+
+
+def observed(daemon: Daemon) -> int:
+    return int(daemon.admin("GET", "/admin/status").json()["observer"]["observed"])
+
+
+def chat(daemon: Daemon, system: str, question: str = "Hello?", **kwargs: Any) -> None:
+    daemon.openai().chat.completions.create(
+        model="memoryd",
+        messages=[{"role": "system", "content": system}, {"role": "user", "content": question}],
+        max_tokens=2,
+        **kwargs,
+    )
+
+
+def test_opted_out_requests_leave_no_trace(daemon: Daemon) -> None:
+    header_only = "The Quillfeather vault opens with the brass Tamsinwick lever."
+    body_only = "The Orrindale ferry carries the Vexmoor lanterns each spring."
+    before = observed(daemon)
+    chat(daemon, header_only, "Where is Tamsinwick?", extra_headers={"X-Memoryd-Learn": "off"})
+    chat(daemon, body_only, "Where is Vexmoor?", extra_body={"memoryd": {"learn": False}})
+    # The queue is first in, first out: once this one is written, the two before it were handled.
+    chat(daemon, "The Kettlewick mill grinds barley for the Harlow bakery.")
+    wait_observed(daemon, before + 1)
+    assert observed(daemon) == before + 1
+    r = redis.Redis(unix_socket_path=str(daemon.state_dir / "redis" / "redis.sock"))
+    dump = redis_bytes(r)
+    assert b"Kettlewick" in dump  # the learning request is there, so the search can find
+    for word in (b"Quillfeather", b"Tamsinwick", b"Orrindale", b"Vexmoor"):
+        assert word not in dump
+    rewrite_aof(daemon.state_dir)
+    assert (
+        planted_in(daemon.state_dir, ["Quillfeather", "Tamsinwick", "Orrindale", "Vexmoor"]) == []
+    )
+
+
+def test_a_bad_extension_is_refused(daemon: Daemon) -> None:
+    response = daemon.admin(
+        "POST",
+        "/v1/chat/completions",
+        json={"model": "memoryd", "messages": [{"role": "user", "content": "Hi"}],
+              "memoryd": {"learn": "sometimes"}},
+    )  # fmt: skip
+    assert response.status_code == 400
+    assert response.json()["error"]["param"].startswith("memoryd")
+
+
+def passage_conversations(daemon: Daemon, word: str) -> int:
+    passages = daemon.admin("GET", "/admin/passages?limit=1000").json()["passages"]
+    return int(next(p["conversations"] for p in passages if word in p["text"]))
+
+
+def test_conversation_id_header_names_conversations_and_user_does_not(daemon: Daemon) -> None:
+    named = "The Brindlecombe observatory maps comets for the Ossery guild."
+    before = observed(daemon)
+    for conversation in ("c-1", "c-2", "c-2"):
+        chat(daemon, named, extra_headers={"X-Conversation-Id": conversation})
+    by_user = "The Dunmarrow quarry ships slate to the Pellow yards."
+    for user in ("alice", "bob"):
+        chat(daemon, by_user, user=user)
+    wait_observed(daemon, before + 5)
+    assert passage_conversations(daemon, "Brindlecombe") == 2
+    # Same history from two end users: one derived conversation, not two.
+    assert passage_conversations(daemon, "Dunmarrow") == 1

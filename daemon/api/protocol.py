@@ -25,13 +25,22 @@ class StreamOptions(BaseModel):
     include_usage: bool | None = None
 
 
+class MemorydOptions(BaseModel):
+    """The request extension ``"memoryd": {...}``: memoryd's own per-request options."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    learn: bool = True  # false: nothing of this request is observed or stored
+
+
 class CompletionBase(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     model: str
     stream: bool = False
     stream_options: StreamOptions | None = None
-    user: str | None = None
+    user: str | None = None  # the end user, as in OpenAI's API; not a conversation id
+    memoryd: MemorydOptions | None = None
     n: int = Field(1, ge=1, le=128)
     max_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)

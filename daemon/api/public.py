@@ -34,6 +34,7 @@ from daemon.memory.observer import message_text
 from daemon.services import Services
 
 router = APIRouter(prefix="/v1")
+OFF = frozenset({"off", "false", "0", "no"})
 HOP_HEADERS = {"content-length", "transfer-encoding", "connection", "content-encoding"}
 JSON_HEADERS = {"Content-Type": "application/json"}
 
@@ -93,13 +94,15 @@ async def forward(
             headers={"Retry-After": "1"},
         )
     data["model"] = engine_name
+    data.pop("memoryd", None)  # memoryd's extension, not vLLM's
     served = Served(
         svc,
         replica,
         public_name,
         engine_name,
         data,
-        request.headers.get("x-conversation-id") or parsed.user,
+        request.headers.get("x-conversation-id"),
+        wants_learning(request, parsed),
     )
     timeout = svc.settings.server.upstream_timeout_s
     upstream = svc.http.post(
@@ -204,9 +207,10 @@ class Served:
         engine_name: str,
         data: dict[str, Any],
         explicit: str | None,
+        learn: bool,
     ) -> None:
         self.svc, self.public_name, self.engine_name = svc, public_name, engine_name
-        self.replica, self.data, self.explicit = replica, data, explicit
+        self.replica, self.data, self.explicit, self.learn = replica, data, explicit, learn
         self.started = time.monotonic()
         svc.activity.begin()
         svc.swapper.acquire(engine_name)
@@ -219,8 +223,16 @@ class Served:
         await svc.swapper.release(self.engine_name)
         svc.metrics.requests.labels(self.public_name, str(status)).inc()
         svc.metrics.latency.labels(self.public_name).observe(time.monotonic() - self.started)
-        if status == 200 and "messages" in self.data:
+        if self.learn and status == 200 and "messages" in self.data:
             svc.observer.submit(self.data["messages"], self.explicit)
+
+
+def wants_learning(request: Request, parsed: CompletionBase) -> bool:
+    """A client opts a request out with ``X-Memoryd-Learn: off`` or ``"memoryd": {"learn": false}``."""
+    header = request.headers.get("x-memoryd-learn", "").strip().lower()
+    if header in OFF:
+        return False
+    return parsed.memoryd is None or parsed.memoryd.learn
 
 
 def texts_of(parsed: CompletionBase) -> list[str]:
