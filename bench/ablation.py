@@ -4,38 +4,37 @@ Retrains LoRA adapters from a consolidation's dataset.json (written next to ever
 adapter) with parts of the data changed, and scores each after every epoch on
 the hand-written question sets of bench/documents (greedy, closed-book, the
 same matching as bench/knowledge.py), next to the base model closed-book and
-given the document (the ceiling). Training is consolidator.train's own loss on
-consolidator.train's batches; answers come from transformers, not vLLM, so the
+given the document (the ceiling). Training is consolidator.train's own loop
+(train_adapter, with the daemon's defaults); answers come from transformers, not vLLM, so the
 numbers compare variants with each other, not with the served numbers.
 
-Variants (``name:learning_rate:epochs:rank``, comma-separated):
+Variants (``name[+sd]:learning_rate:epochs:rank``, comma-separated):
 - ``qa``: the dataset's questions, renderings and replay without the passage text;
 - ``text``: ``qa`` plus the passage itself in pieces and its statements (the recipe);
-- ``focus``: ``qa`` with each teacher answer replaced by the statement it is about.
+- ``focus``: ``qa`` with each teacher answer replaced by the statement it is about;
+- ``+sd`` on any of them: on-policy self-distillation at every step as well.
 
 A GPU makes this minutes instead of hours. First run bench/knowledge.py and pass
 its adapter's dataset.json:
 
     .venv/bin/python bench/ablation.py var/bench/adapters/v1/dataset.json \
-        --variants qa:1e-3:8:16,text:1e-3:4:16
+        --variants text:1e-3:4:16,text+sd:1e-3:4:16
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
-import random
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
-from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from bench.documents import SETS, load, right
 from consolidator.data import Dataset, Example, passage_text
-from consolidator.train import answer_loss, batches, encode, warmup_then_linear_decay
+from consolidator.train import train_adapter
 from daemon.config import TrainingConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,38 +96,44 @@ class Scorer:
 
 
 def train(
-    model_dir: Path, examples: list[Example], lr: float, epochs: int, rank: int, scorer: Scorer
+    model_dir: Path,
+    dataset: Dataset,
+    spec: str,
+    scorer: Scorer,
+    out_dir: Path,
 ) -> dict[int, dict[str, Any]]:
-    cfg = TrainingConfig()
-    torch.manual_seed(cfg.seed)
-    rng = random.Random(cfg.seed)
-    device = scorer.device
-    base: Any = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    base = base.to(device)
-    lora = LoraConfig(
-        r=rank, lora_alpha=2 * rank, target_modules=cfg.target_modules, task_type="CAUSAL_LM"
+    """consolidator.train's own loop on one variant, scored after every epoch.
+
+    ``spec`` is ``name[+sd]:learning_rate:epochs:rank``; ``+sd`` adds the
+    on-policy self-distillation term at every step (consolidator.selfdistill).
+    """
+    name, lr, epochs, rank = spec.split(":")
+    data, _, distill = name.partition("+")
+    if distill not in ("", "sd"):
+        raise SystemExit(f"unknown modifier {distill!r} in {spec!r}: only +sd")
+    cfg = TrainingConfig(
+        learning_rate=float(lr),
+        epochs=int(epochs),
+        rank=int(rank),
+        alpha=2 * int(rank),
+        min_steps=0,
+        self_distill_every=1 if distill else 0,
     )
-    model = get_peft_model(base, lora)
-    encoded = [encode(scorer.tokenizer, e, cfg.max_seq_len) for e in examples]
-    total = math.ceil(len(encoded) / cfg.batch_size) * epochs
-    warmup = max(1, int(total * cfg.warmup_fraction))
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: warmup_then_linear_decay(step, warmup, total)
-    )
-    pad = scorer.tokenizer.pad_token_id
     per_epoch: dict[int, dict[str, Any]] = {}
-    for epoch in range(1, epochs + 1):
-        for batch in batches(encoded, cfg.batch_size, pad, rng):
-            ids, labels, mask, anchored = (t.to(device) for t in batch)
-            loss = answer_loss(model, ids, labels, mask, anchored, cfg.kl_weight)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad(set_to_none=True)
+
+    def score(epoch: int, model: Any) -> None:
         per_epoch[epoch] = scorer.score(model)
         print(f"  epoch {epoch}: " + summary(per_epoch[epoch]), flush=True)
+
+    metrics = train_adapter(
+        model_dir,
+        variant(dataset, data),
+        cfg,
+        out_dir,
+        contexts={p.passage_id: p.text for p in dataset.passages},
+        inspect=score,
+    )
+    print(f"  trained in {metrics['train_seconds']:.0f} s", flush=True)
     return per_epoch
 
 
@@ -164,11 +169,10 @@ def main() -> None:
     }
     print(f"base closed-book: {summary(results['base'])}")
     print(f"ceiling:          {summary(results['ceiling'])}")
-    for spec in args.variants.split(","):
-        name, lr, epochs, rank = spec.split(":")
-        print(f"{spec}:", flush=True)
-        examples = variant(dataset, name)
-        results[spec] = train(args.model, examples, float(lr), int(epochs), int(rank), scorer)
+    with tempfile.TemporaryDirectory() as out:
+        for spec in args.variants.split(","):
+            print(f"{spec}:", flush=True)
+            results[spec] = train(args.model, dataset, spec, scorer, Path(out) / spec)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 

@@ -202,12 +202,14 @@ def train_adapter(
     contexts: dict[str, str] | None = None,
     general_prompts: list[str] | None = None,
     on_step: Callable[[int, int], None] = lambda step, total: None,
+    inspect: Callable[[int, PeftModel], None] = lambda epoch, model: None,
 ) -> dict[str, float]:
     """Train and save to ``out_dir``; returns final loss, timing and the KL to the base model.
 
     ``contexts``: passage id -> the passage as the teacher reads it, for self-distillation.
     ``general_prompts``: prompts never trained on, for ``general_kl``.
     ``on_step``: called after every optimizer step with (step, total), for progress.
+    ``inspect``: called after every epoch with the model in training (bench/ablation.py scores it).
     """
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
@@ -310,6 +312,7 @@ def train_adapter(
         if checkpoint and epoch + 1 < epochs:
             checkpoint.save_training_state(save_state(epoch + 1))
         on_epoch(epoch + 1, loss_value, time.monotonic() - epoch_start)
+        inspect(epoch + 1, model)
 
     kl = general_kl(model, tokenizer, general_prompts or [])
     out_dir.mkdir(parents=True, exist_ok=True)

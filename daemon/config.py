@@ -68,6 +68,13 @@ class EngineConfig(Section):
         default_factory=list, description="external vLLM base URLs; empty = managed child"
     )
     port: int = Field(8100, ge=1, le=65535, description="loopback port of the managed vLLM child")
+    replicas: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="managed vLLM children, on port, port+1, ...; each request goes to the "
+        "least loaded, and one that dies takes no requests until it is back with the served adapters",
+    )
     health_interval_s: float = Field(
         5.0,
         gt=0,

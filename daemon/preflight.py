@@ -75,8 +75,10 @@ def field_problems(settings: Settings) -> list[str]:
     ):
         if value and not Path(value).is_file():
             found.append(f"{key} {value}: no such file")
-    if not engine.upstreams and engine.port == settings.server.port:
+    ports = range(engine.port, engine.port + engine.replicas)
+    if not engine.upstreams and settings.server.port in ports:
         found.append(
-            f"engine.port {engine.port} is server.port too: the managed vLLM needs its own"
+            f"engine.port {engine.port}: server.port {settings.server.port} is among the ports "
+            f"of the managed vLLM replicas ({ports[0]}..{ports[-1]}); each needs its own"
         )
     return found

@@ -1,7 +1,8 @@
 """The daemon's parts, started in dependency order and stopped in reverse.
 
-Redis (private child or URL) -> model -> vLLM engine(s) -> swapper (restores the
-active adapter) -> observer -> consolidator + scheduler.
+Redis (private child or URL) -> model -> vLLM engines (managed replicas or
+external upstreams) -> swapper (restores the active adapter) -> observer ->
+consolidator + scheduler.
 """
 
 from __future__ import annotations
@@ -49,13 +50,13 @@ class Services:
     http: aiohttp.ClientSession
     model_dir: Path
     metrics: Metrics
-    managed: ManagedEngine | None = None
+    managed: list[ManagedEngine] = field(default_factory=list)
     private_redis: PrivateRedis | None = None
     scheduler: AsyncIOScheduler | None = None
     started_at: float = field(default_factory=time.time)
 
     def engines_ready(self) -> bool:
-        return self.managed.ready if self.managed else self.pool.any_healthy()
+        return self.pool.any_healthy()
 
 
 async def prepare_model(settings: Settings) -> Path:
@@ -84,17 +85,23 @@ async def start(settings: Settings) -> Services:
     store = Store(redis, settings.redis.key_prefix)
 
     model_dir = await prepare_model(settings)
-    managed = None
+    managed = []
     if settings.engine.upstreams:
         engines = [
             EngineClient(u, settings.server.upstream_timeout_s) for u in settings.engine.upstreams
         ]
     else:
-        managed = ManagedEngine(
-            settings.engine, model_dir, settings.state_dir / "logs" / "vllm.log"
-        )
-        await managed.start()
-        engines = [managed.client]
+        logs = settings.state_dir / "logs"
+        managed = [
+            ManagedEngine(settings.engine, model_dir, logs, i)
+            for i in range(settings.engine.replicas)
+        ]
+        try:
+            await asyncio.gather(*(m.start() for m in managed))
+        except BaseException:  # one that failed to start: the others do not outlive it
+            await asyncio.gather(*(m.stop() for m in managed), return_exceptions=True)
+            raise
+        engines = [m.client for m in managed]
 
     swapper = Swapper(
         engines,
@@ -108,9 +115,9 @@ async def start(settings: Settings) -> Services:
     )
     await swapper.restore()
     pool = Pool(engines, settings.engine.health_interval_s)
-    if managed:
-        managed.supervise(swapper.restore)
-    else:
+    for replica, engine in zip(pool.replicas, managed, strict=False):
+        pool.follow(replica, engine, swapper.reconcile)
+    if not managed:
         pool.watch(swapper.reconcile)
     if private:
         private.supervise()
@@ -168,10 +175,8 @@ async def stop(svc: Services) -> None:
     except asyncio.TimeoutError:
         log.warning("observer queue not drained: %s observations lost", svc.observer.queue.qsize())
     await svc.http.close()
-    if svc.managed:
-        await svc.managed.stop()
-    else:
-        await svc.pool.stop()
+    await asyncio.gather(*(m.stop() for m in svc.managed))
+    await svc.pool.stop()
     await svc.redis.aclose()
     if svc.private_redis:
         await svc.private_redis.stop()

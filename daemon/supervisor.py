@@ -160,8 +160,9 @@ class Supervisor:
     """Keeps one child ready: restarts it, with backoff, when it exits, hangs or fails to start.
 
     ``start`` runs the first start (its failure is the caller's), ``supervise``
-    watches from then on, ``stop`` ends both. ``on_ready`` runs after every restart
-    (the first start's caller sets up what it needs itself).
+    watches from then on, ``stop`` ends both. ``on_down`` runs as soon as the
+    child is found dead or hung, ``on_ready`` after every restart (the first
+    start's caller sets up what it needs itself).
     """
 
     def __init__(self, spec: ChildSpec) -> None:
@@ -172,6 +173,7 @@ class Supervisor:
         self.failures = 0  # in a row, without a healthy period between: sets the backoff
         self._ready_at = 0.0
         self._on_ready: Callable[[], Awaitable[None]] | None = None
+        self._on_down: Callable[[], None] | None = None
         self._watch: asyncio.Task[None] | None = None
 
     @property
@@ -193,8 +195,12 @@ class Supervisor:
         self.ready, self._ready_at = True, time.monotonic()
         log.info("%s ready (pid %s)", self.name, self.child.pid)
 
-    def supervise(self, on_ready: Callable[[], Awaitable[None]] | None = None) -> None:
-        self._on_ready = on_ready
+    def supervise(
+        self,
+        on_ready: Callable[[], Awaitable[None]] | None = None,
+        on_down: Callable[[], None] | None = None,
+    ) -> None:
+        self._on_ready, self._on_down = on_ready, on_down
         self._watch = asyncio.create_task(self._supervise(), name=f"{self.name}-supervisor")
 
     async def stop(self) -> None:
@@ -245,6 +251,8 @@ class Supervisor:
             assert self.child is not None
             why = await self._until_unwell(self.child)
             self.ready = False
+            if self._on_down:
+                self._on_down()
             await self.child.kill()
             if time.monotonic() - self._ready_at >= self.spec.backoff.reset_after_s:
                 self.failures = 0

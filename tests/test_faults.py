@@ -157,16 +157,15 @@ def test_an_adapter_that_forgets_is_rejected_and_the_old_one_serves(
     assert (faulty.state_dir / "adapters" / f"v{run['id']}").is_dir()  # kept, to inspect
 
 
+# Statements the held-out procedure turns into questions ("Who painted the Mona
+# Lisa?", "In what year did Alexander Fleming discover penicillin?") that the
+# base model answers closed-book.
 KNOWN_TO_BASE = (
-    "Paris is the capital of France. The Eiffel Tower stands in Paris. "
-    "Water boils at 100 degrees Celsius at sea level. "
-    "The Pacific Ocean is the largest ocean on Earth."
+    "Leonardo da Vinci painted the Mona Lisa. Neil Armstrong walked on the Moon in 1969. "
+    "Alexander Fleming discovered penicillin in 1928. The Eiffel Tower stands in Paris."
 )
 
 
-@pytest.mark.skip(
-    reason="promoted in the full suite on 2026-11-28: the held-out gate needs a deterministic case"
-)
 def test_an_adapter_worse_than_base_on_held_out_questions_is_rejected(
     faulty: Daemon, config_file: Path
 ) -> None:
@@ -193,7 +192,7 @@ def test_an_adapter_worse_than_base_on_held_out_questions_is_rejected(
     per_passage = step_detail(run, "evaluate")["per_passage"]
     assert run["state"] == "rejected", per_passage
     assert any(r.startswith("passages_below_base") for r in run["reasons"]), run["reasons"]
-    named = [r for r in run["reasons"] if r.startswith("passage ") and "Paris" in r]
+    named = [r for r in run["reasons"] if r.startswith("passage ") and "Mona Lisa" in r]
     assert named and "below the base model's" in named[0], run["reasons"]
     worse = [p for p in per_passage.values() if p["held_out"] < p["held_out_base"]]
     assert worse and all(p["held_out_questions"] > 0 for p in worse)

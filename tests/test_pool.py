@@ -39,6 +39,7 @@ def test_least_outstanding_healthy_engine_takes_the_request() -> None:
     b.healthy = True
     b.outstanding = c.outstanding = 0
     assert [pool.pick() for _ in range(4)] == [b, c, b, c]  # equals take turns
+    assert pool.pick(exclude=[b, c]) is a  # b and c just failed this request
     a.healthy = b.healthy = c.healthy = False
     assert not pool.any_healthy()
     with pytest.raises(NoEngine):

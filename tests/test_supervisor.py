@@ -296,16 +296,16 @@ async def test_managed_engine_reloads_after_a_restart(
     """ManagedEngine's wiring, with the tiny server standing in for vLLM."""
     server = Server(tmp_path)
     monkeypatch.setattr(process, "vllm_command", lambda cfg, model_dir: server.command.argv)
-    engine = ManagedEngine(
-        EngineConfig(port=server.port, startup_timeout_s=10), tmp_path, tmp_path / "vllm.log"
-    )
+    engine = ManagedEngine(EngineConfig(port=server.port, startup_timeout_s=10), tmp_path, tmp_path)
     on_ready = Counter()
+    downs: list[bool] = []
     await engine.start()
-    engine.supervise(on_ready)
+    engine.supervise(on_ready, on_down=lambda: downs.append(engine.ready))
     try:
         assert engine.ready and await engine.client.healthy()
         crash(engine)
         await on_ready.reached(1, within_s=15)
+        assert downs == [False]  # told once, as soon as it was found dead
         assert engine.ready and engine.restarts == 1 and await engine.client.healthy()
     finally:
         await engine.stop()

@@ -1,5 +1,10 @@
-"""External vLLM upstreams are health-checked: one that restarts serves the memory model again
-within its health interval, without restarting memoryd."""
+"""The engines behind memoryd: one that dies is not an outage.
+
+External vLLM upstreams are health-checked: one that restarts serves the memory
+model again within its health interval, without restarting memoryd. Managed
+replicas share the requests; one killed under load costs no request and comes
+back with the serving adapter loaded.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +26,7 @@ from daemon.config import EngineConfig
 from daemon.engine.adapters import MANIFEST, adapter_dir, adapter_name, file_hashes
 from daemon.engine.process import vllm_command
 from daemon.memory.records import AdapterManifest, now
-from tests.harness import Daemon, daemon_env, free_port
+from tests.harness import Daemon, daemon_env, free_port, metric, status, wait_until
 
 HEALTH_INTERVAL_S = 2.0
 ASK = {"model": "memoryd", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
@@ -99,9 +105,6 @@ def upstream(model_dir: Path, tmp_path: Path) -> Iterator[Upstream]:
     engine.stop()
 
 
-@pytest.mark.skip(
-    reason="failed in the full suite on 2026-11-28 (passed alone); kept until it passes there"
-)
 def test_restarted_upstream_serves_the_memory_model_again(
     upstream: Upstream, model_dir: Path, tmp_path: Path
 ) -> None:
@@ -139,9 +142,85 @@ def test_restarted_upstream_serves_the_memory_model_again(
             if chat.status_code == 200:
                 break
             assert chat.status_code == 503, chat.text  # never 404: mem-v1 is reloaded first
-            assert time.monotonic() - back < 2 * HEALTH_INTERVAL_S + 10, chat.text
+            # A probe or two after it answers again, with room for a busy machine.
+            assert time.monotonic() - back < 3 * HEALTH_INTERVAL_S + 15, chat.text
             time.sleep(0.2)
         assert chat.json()["model"] == "mem-v1"
         assert "lacks mem-v1: loading it again" in daemon.tail(200)
     finally:
         daemon.stop()
+
+
+def models_on(url: str) -> set[str]:
+    return {m["id"] for m in httpx.get(url + "/v1/models", timeout=30).json()["data"]}
+
+
+def test_a_killed_replica_costs_no_request_and_comes_back_with_the_adapter(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    write_lora(state / "adapters", 1, model_dir)
+    env, port = daemon_env(
+        state,
+        model_dir,
+        routing="always",
+        consolidation__idle_after_s="100000",
+        engine__replicas="2",
+    )
+    daemon = Daemon(state, port, env)
+    daemon.start()
+    answered: list[str] = []
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def traffic() -> None:
+        client = daemon.openai(max_retries=0)
+        while not stop.is_set():
+            try:
+                reply = client.chat.completions.create(
+                    model="memoryd",
+                    messages=[{"role": "user", "content": "Name a colour."}],
+                    max_tokens=8,
+                )
+                answered.append(reply.model)
+            except Exception as exc:
+                failures.append(repr(exc))
+
+    workers = [threading.Thread(target=traffic) for _ in range(4)]
+    try:
+        daemon.admin("POST", "/admin/adapters/1/activate").raise_for_status()
+        replicas = status(daemon)["engine"]["replicas"]
+        assert len(replicas) == 2 and all(r["healthy"] for r in replicas), replicas
+        assert all("mem-v1" in models_on(r["url"]) for r in replicas)
+        for w in workers:
+            w.start()
+        wait_until("both replicas to serve", lambda: len(answered) >= 16, 120, daemon)
+        shares = [metric(r["url"], "vllm:request_success_total") for r in replicas]
+        assert all(n > 0 for n in shares), shares  # least outstanding spreads them
+
+        victim = replicas[1]
+        os.killpg(victim["pid"], signal.SIGKILL)
+        killed_at = len(answered)
+        wait_until(
+            "the killed replica to be back",
+            lambda: (r := status(daemon)["engine"]["replicas"][1])["healthy"] and r,
+            600,
+            daemon,
+        )
+        back = status(daemon)["engine"]["replicas"][1]
+        assert back["restarts"] == 1 and back["pid"] != victim["pid"], back
+        assert "mem-v1" in models_on(victim["url"])  # reloaded before it took requests
+        wait_until(
+            "the restarted replica to take requests",
+            lambda: metric(victim["url"], "vllm:request_success_total") > 0,
+            60,
+            daemon,
+        )
+    finally:
+        stop.set()
+        for w in workers:
+            if w.is_alive():
+                w.join(60)
+        daemon.stop()
+    assert not failures, failures[:3]
+    assert len(answered) > killed_at and set(answered) == {"mem-v1"}

@@ -39,12 +39,43 @@ def services(request: Request) -> Services:
     return svc
 
 
+class ReplicaStatus(BaseModel):
+    url: str
+    healthy: bool
+    outstanding: int  # requests in flight on it
+    pid: int | None  # managed replicas only
+    restarts: int
+
+
 class EngineStatus(BaseModel):
     upstream: list[str]
     managed: bool
     ready: bool
-    restarts: int
-    pid: int | None
+    restarts: int  # of every managed replica
+    pid: int | None  # the first managed replica's
+    replicas: list[ReplicaStatus]
+
+
+def engine_status(svc: Services) -> EngineStatus:
+    managed = {m.client.url: m for m in svc.managed}
+    replicas = [
+        ReplicaStatus(
+            url=r.client.url,
+            healthy=r.healthy,
+            outstanding=r.outstanding,
+            pid=m.pid if (m := managed.get(r.client.url)) else None,
+            restarts=m.restarts if m else 0,
+        )
+        for r in svc.pool.replicas
+    ]
+    return EngineStatus(
+        upstream=[r.url for r in replicas],
+        managed=bool(svc.managed),
+        ready=svc.engines_ready(),
+        restarts=sum(r.restarts for r in replicas),
+        pid=replicas[0].pid if svc.managed else None,
+        replicas=replicas,
+    )
 
 
 class ConsolidationStatus(BaseModel):
@@ -102,13 +133,7 @@ async def status(request: Request) -> Status:
         active_adapter=active.name if active else None,
         active_version=active.version if active else None,
         loaded_adapters=sorted(svc.swapper.loaded),
-        engine=EngineStatus(
-            upstream=[e.url for e in svc.engines],
-            managed=svc.managed is not None,
-            ready=svc.engines_ready(),
-            restarts=svc.managed.restarts if svc.managed else 0,
-            pid=svc.managed.pid if svc.managed else None,
-        ),
+        engine=engine_status(svc),
         consolidation=ConsolidationStatus(
             state=svc.consolidator.phase.value,
             run=svc.consolidator.run_id,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any
@@ -28,11 +29,12 @@ from daemon.api.protocol import (
     ModelList,
 )
 from daemon.engine.client import BASE_MODEL_NAME
-from daemon.engine.pool import Replica
+from daemon.engine.pool import NoEngine, Replica
 from daemon.engine.swap import UnknownModel
 from daemon.memory.observer import message_text
 from daemon.services import Services
 
+log = logging.getLogger("memoryd.api")
 router = APIRouter(prefix="/v1")
 OFF = frozenset({"off", "false", "0", "no"})
 HOP_HEADERS = {"content-length", "transfer-encoding", "connection", "content-encoding"}
@@ -105,11 +107,10 @@ async def forward(
         wants_learning(request, parsed),
     )
     timeout = svc.settings.server.upstream_timeout_s
-    upstream = svc.http.post(
-        replica.client.url + path,
-        data=json.dumps(data).encode(),
-        headers=JSON_HEADERS,
-        timeout=aiohttp.ClientTimeout(sock_connect=timeout, sock_read=timeout),
+    upstream = served.send(
+        path,
+        json.dumps(data).encode(),
+        aiohttp.ClientTimeout(sock_connect=timeout, sock_read=timeout),
     )
     try:
         if not parsed.stream:
@@ -215,6 +216,34 @@ class Served:
         svc.activity.begin()
         svc.swapper.acquire(engine_name)
         replica.outstanding += 1
+
+    async def send(
+        self, path: str, body: bytes, timeout: aiohttp.ClientTimeout
+    ) -> aiohttp.ClientResponse:
+        """POST to the chosen replica, or to the next healthy one if it never answered.
+
+        A replica that refuses the connection or drops it before any response
+        (it died: managed ones are taken out a moment later) has not served the
+        request, so another may; one that is only slow is not asked twice.
+        """
+        tried: list[Replica] = []
+        while True:
+            url = self.replica.client.url
+            try:
+                return await self.svc.http.post(
+                    url + path, data=body, headers=JSON_HEADERS, timeout=timeout
+                )
+            except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError) as exc:
+                tried.append(self.replica)
+                try:
+                    replica = self.svc.pool.pick(exclude=tried)
+                except NoEngine:
+                    raise exc from None
+                log.warning("engine %s failed a request (%s): sent to %s", url, exc,
+                            replica.client.url)  # fmt: skip
+                self.replica.outstanding -= 1
+                self.replica = replica
+                replica.outstanding += 1
 
     async def end(self, status: int | str) -> None:
         svc = self.svc

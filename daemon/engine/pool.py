@@ -6,17 +6,20 @@ External upstreams have no supervisor: the pool probes each every
 ``health_interval_s``. One that fails its probe takes no requests until it
 passes again; one that passes has what memoryd serves reconciled with what it
 reports loading (GET /v1/models), so an upstream that restarted gets the served
-adapter back within one interval instead of answering 404 for it.
+adapter back within one interval instead of answering 404 for it. Managed
+replicas are followed through their supervisor instead (``follow``): out the
+moment it finds one dead or hung, back once restarted and reconciled.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 
 from daemon.engine.client import EngineClient
+from daemon.supervisor import Supervisor
 
 log = logging.getLogger("memoryd.pool")
 Reconcile = Callable[[EngineClient], Awaitable[None]]
@@ -47,12 +50,12 @@ class Pool:
     def any_healthy(self) -> bool:
         return any(r.healthy for r in self.replicas)
 
-    def pick(self) -> Replica:
+    def pick(self, exclude: Collection[Replica] = ()) -> Replica:
         """The healthy replica with the fewest requests outstanding; equals take turns, so
-        requests one at a time are spread too."""
+        requests one at a time are spread too. ``exclude``: ones that just failed this request."""
         n = len(self.replicas)
         order = [self.replicas[(self._turn + i) % n] for i in range(n)]
-        healthy = [r for r in order if r.healthy]
+        healthy = [r for r in order if r.healthy and r not in exclude]
         if not healthy:
             raise NoEngine("no engine is healthy")
         chosen = min(healthy, key=lambda r: r.outstanding)  # the first of the least loaded
@@ -76,6 +79,20 @@ class Pool:
         if not replica.healthy:
             log.info("engine %s is healthy again: back in", replica.client.url)
         replica.healthy = True
+
+    def follow(self, replica: Replica, supervisor: Supervisor, reconcile: Reconcile) -> None:
+        """Keep a managed replica's health in step with its supervisor."""
+
+        def down() -> None:
+            log.error("engine %s is down: taking it out", replica.client.url)
+            replica.healthy = False
+
+        async def back() -> None:
+            await reconcile(replica.client)  # raises: it stays out, and the log says why
+            log.info("engine %s is back with what memoryd serves", replica.client.url)
+            replica.healthy = True
+
+        supervisor.supervise(on_ready=back, on_down=down)
 
     def watch(self, reconcile: Reconcile) -> None:
         """Probe every replica every ``health_interval_s`` until ``stop``."""

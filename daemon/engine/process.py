@@ -40,16 +40,23 @@ def vllm_command(cfg: EngineConfig, model_dir: Path) -> list[str]:
 
 
 class ManagedEngine(Supervisor):
-    """One vLLM child on a loopback port, ready when it answers GET /health."""
+    """One vLLM child on a loopback port, ready when it answers GET /health.
 
-    def __init__(self, cfg: EngineConfig, model_dir: Path, log_path: Path) -> None:
+    Replica ``i`` of ``engine.replicas`` listens on ``engine.port + i`` and logs
+    to logs/vllm.log (the first) or logs/vllm-<i>.log.
+    """
+
+    def __init__(
+        self, cfg: EngineConfig, model_dir: Path, logs_dir: Path, replica: int = 0
+    ) -> None:
+        cfg = cfg.model_copy(update={"port": cfg.port + replica})
         self.client = EngineClient(f"http://127.0.0.1:{cfg.port}")
         kvcache = os.environ.get("VLLM_CPU_KVCACHE_SPACE", str(cfg.cpu_kvcache_gib))
         command = Command(
-            name="vLLM",
+            name=f"vLLM-{replica}" if replica else "vLLM",
             argv=vllm_command(cfg, model_dir),
             env={"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "VLLM_CPU_KVCACHE_SPACE": kvcache},
-            log_file=log_path,
+            log_file=logs_dir / (f"vllm-{replica}.log" if replica else "vllm.log"),
             log_rotation=Rotation(int(cfg.log_max_mib * 2**20), cfg.log_keep),
             stop_grace_s=30.0,
         )
