@@ -223,6 +223,12 @@ class ConsolidationConfig(Section):
         description="runs of one fact set that may end without a verdict (killed, interrupted) "
         "before it is no longer retried on its own",
     )
+    runner: Literal["child", "workers"] = Field(
+        "child",
+        description="child: the daemon runs each consolidation as its own child process in idle "
+        "time; workers: the daemon only queues runs and promotes passed ones, and "
+        "`python -m consolidator.service` processes (a training GPU, another host) take them",
+    )
     training: TrainingConfig = TrainingConfig()
     gates: GatesConfig = GatesConfig()
 
@@ -280,6 +286,16 @@ class Settings(BaseSettings):
     @property
     def models_dir(self) -> Path:
         return self.state_dir / "models"
+
+    def write_for_child(self, path: Path) -> None:
+        """These settings as a consolidator child reads them (``--settings``).
+
+        They hold the API keys, the admin token and the Redis password: owner only.
+        """
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.chmod(0o600)
+        path.write_text(self.model_dump_json())
 
 
 class ConfigError(Exception):

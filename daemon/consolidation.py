@@ -13,7 +13,9 @@ one try of its fact set and whatever it left is cleaned up; below
 moment and resumes from the checkpoint (consolidator.checkpoint). Whenever no
 run of its own is going, the daemon also settles the runs no worker holds a
 claim on any more (left by a daemon that died): a passed one is promoted, not
-trained again; the others are failed as a try.
+trained again; the others are failed as a try. With ``consolidation.runner``
+"workers" the daemon runs no child: it queues runs, consolidator.service
+workers take them from Redis, and a passed one is promoted here the same way.
 """
 
 from __future__ import annotations
@@ -144,14 +146,14 @@ class Consolidator:
         except Exception:
             self.phase = Phase.idle
             raise
+        if self.settings.consolidation.runner == "workers":
+            self.phase = Phase.idle  # a worker elsewhere takes it from Redis
+            log.info("consolidation %s queued for a worker: %s", run.id, trigger)
+            return run.id
         self.run_id = run.id
         settings_file = self.settings.state_dir / "run" / f"settings-{run.id}.json"
         try:
-            settings_file.parent.mkdir(parents=True, exist_ok=True)
-            # It holds the API keys, the admin token and the Redis password: owner only.
-            settings_file.touch(mode=0o600)
-            settings_file.chmod(0o600)
-            settings_file.write_text(self.settings.model_dump_json())
+            self.settings.write_for_child(settings_file)
             argv = WorkerArgs(
                 settings=settings_file,
                 run_id=run.id,
@@ -246,13 +248,18 @@ class Consolidator:
         """Settle runs no worker holds a claim on (their daemon or consolidator died).
 
         A passed one is promoted: its adapter is on disk and its checkpoint is
-        gone. The others are failed as one more try of their fact set. True
-        while a live worker holds some run: no other is started meanwhile.
+        gone. The others are failed as one more try of their fact set, except
+        a queued one where workers take the runs (consolidation.runner). True
+        while a live worker holds some run, or one waits for a worker: no other
+        is started meanwhile.
         """
         runs = await self.store.open_runs()
+        waiting = self.settings.consolidation.runner == "workers"
         for run, claimed in runs:
             if claimed or self.phase != Phase.idle:
                 continue  # its worker is alive, or a run of ours started meanwhile
+            if waiting and run.state == RunState.queued:
+                continue  # for a worker to take
             if run.state == RunState.passed:
                 await self._promote(run)
             else:
@@ -261,7 +268,7 @@ class Consolidator:
             if run.state == RunState.failed:
                 await self._clean_up(run.id)
             log.info("consolidation %s recovered: %s", run.id, run.state.value)
-        return any(claimed for _, claimed in runs)
+        return any(claimed or (waiting and run.state == RunState.queued) for run, claimed in runs)
 
     async def stop(self) -> None:
         self._stopping = True

@@ -3,8 +3,10 @@
 A hung vLLM child is replaced while chat gets 503s; a second worker on a run
 leaves it to the first; a daemon SIGKILLed after its run passed promotes that
 adapter after the restart without training again; a fact set whose consolidator
-is SIGKILLed on every try is left alone after ``max_tries``. One daemon, a
-small training recipe and gates at 0, as in test_faults.py.
+is SIGKILLed on every try is left alone after ``max_tries``; with
+``consolidation.runner: workers`` a run waits queued until a worker service
+(consolidator.service) takes it, and the daemon promotes what it passed. One
+daemon, a small training recipe and gates at 0, as in test_faults.py.
 """
 
 from __future__ import annotations
@@ -13,12 +15,15 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
 import redis
+import yaml
 
 from daemon.contract import EXIT_CLAIMED, Keys, WorkerArgs
 from daemon.engine.adapters import MANIFEST
@@ -44,6 +49,7 @@ FACTS = [
     "The ferry to Holm Island leaves from quay four.",
     "The mayor of Holm Island is Petra Lindqvist.",
     "The Holm Island lighthouse was built in 1873.",
+    "The Holm Island library lends bicycles to visitors.",
 ]
 LIVENESS_INTERVAL_S = 2.0  # each probe also waits this long at most
 HUNG_AFTER = 3
@@ -52,9 +58,14 @@ IDLE_AFTER_S = 3
 
 
 @pytest.fixture(scope="module")
-def daemon(make_daemon: Callable[..., Daemon], tmp_path_factory: pytest.TempPathFactory) -> Daemon:
-    config = tmp_path_factory.mktemp("lifecycle-config") / "memoryd.yaml"
-    write_config(config, {**SMALL_RECIPE, "epochs": 1}, NO_GATES)
+def config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("lifecycle-config") / "memoryd.yaml"
+    write_config(path, {**SMALL_RECIPE, "epochs": 1}, NO_GATES)
+    return path
+
+
+@pytest.fixture(scope="module")
+def daemon(make_daemon: Callable[..., Daemon], config: Path) -> Daemon:
     return make_daemon(
         "lifecycle",
         extra_env={"MEMORYD_CONFIG": str(config)},
@@ -209,3 +220,47 @@ def test_a_consolidator_killed_on_every_try_is_left_alone_after_max_tries(
     shown = daemon.cli("consolidations", "show", str(killed[-1]))
     assert shown.returncode == 0, shown.stderr
     assert reason in " ".join(shown.stdout.split())
+
+
+def test_with_workers_a_run_waits_for_one_and_its_verdict_is_promoted(
+    daemon: Daemon, config: Path
+) -> None:
+    """consolidation.runner: workers (applied by SIGHUP): the daemon queues, a worker trains."""
+    settings = yaml.safe_load(config.read_text())
+    settings["consolidation"]["runner"] = "workers"
+    config.write_text(yaml.safe_dump(settings))
+    assert daemon.proc is not None
+    daemon.proc.send_signal(signal.SIGHUP)
+    wait_until("the reload", lambda: "consolidation.runner" in daemon.tail(20), 30, daemon)
+
+    after = newest_run(daemon)
+    deliver_recurring(daemon.openai(), FACTS[3:4], max_tokens=4)
+    run = wait_until(
+        "a queued run", lambda: newest_run(daemon) > after and newest_run(daemon), 120, daemon
+    )
+    time.sleep(IDLE_AFTER_S + 5)  # several idle checks: it waits, nothing runs it here
+    waiting = daemon.admin("GET", f"/admin/consolidations/{run}").json()
+    assert waiting["state"] == RunState.queued.value, waiting
+    assert status(daemon)["consolidation"]["pid"] is None and newest_run(daemon) == run
+
+    socket = daemon.state_dir / "redis" / "redis.sock"
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "consolidator.service", "--config", str(config),
+         "--redis-url", f"unix://{socket}", "--poll-s", "0.5",
+         "--engine-url", status(daemon)["engine"]["upstream"][0]],
+        env=daemon.env, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        finished = wait_for_run(daemon, RUN_TIMEOUT_S, run)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        _, log = worker.communicate(timeout=60)
+        settings["consolidation"]["runner"] = "child"
+        config.write_text(yaml.safe_dump(settings))
+        daemon.proc.send_signal(signal.SIGHUP)
+    assert finished["state"] == RunState.promoted.value, (finished, log[-3000:])
+    assert worker.returncode == 0, log[-3000:]
+    assert f"consolidation {run} taken" in log
+    assert status(daemon)["active_version"] == run
+    steps = [e["step"] for e in run_events(daemon, run)]
+    assert steps.count(RunState.running.value) == 1 and steps[-1] == RunState.promoted.value
