@@ -29,6 +29,7 @@ from consolidator.questions import (
     complete_sentences,
     grounded,
     invents,
+    numbers_beyond,
     phrasings,
     real_question,
     rule_questions,
@@ -177,7 +178,11 @@ def verdict(question: Question, answer: str, passage: str) -> tuple[str | None, 
     if question.kind == "rule":
         ok = not invents(kept, f"{passage}\n{question.text}")
     else:
-        ok = grounded(kept, passage, question.text)
+        # A number from another sentence of the passage is a mix-up ("since 1902, and
+        # since 1941"): the numbers must be the question's statement's.
+        ok = grounded(kept, passage, question.text) and not numbers_beyond(
+            kept, f"{question.statement or passage}\n{question.text}"
+        )
     return (kept, "") if ok else (None, "ungrounded")
 
 
@@ -203,8 +208,11 @@ def candidate_questions(
     for statement in statements:
         for q in wh_questions(lang, statement) + rule_questions(lang, statement):
             written.append(replace(q, statement=statement))
-    wh = [q for q in written if q.kind == "wh"]
-    pairs = [combined(a, b) for a, b in zip(wh[::2], wh[1::2], strict=False) if _same_subject(a, b)]
+    # One question of each statement, paired with the next statement's: two facts at once.
+    first = list({q.statement: q for q in reversed(written) if q.kind == "wh"}.values())[::-1]
+    pairs = [
+        combined(a, b) for a, b in zip(first[::2], first[1::2], strict=False) if _same_subject(a, b)
+    ]
     asked: list[Question] = []
     if passage.questions and statements:
         # The two closest: the closest alone is wrong often enough ("work from home"

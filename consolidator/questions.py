@@ -438,6 +438,11 @@ def invents(answer: str, source: str) -> bool:
     return any(s not in known for s in specifics(answer))
 
 
+def numbers_beyond(answer: str, source: str) -> bool:
+    """The answer gives a number the source does not."""
+    return bool(set(NUMBER.findall(answer)) - set(NUMBER.findall(source)))
+
+
 def grounded(answer: str, passage: str, question: str) -> bool:
     """The answer says something beyond the question, what it says comes from the passage,
     and it names no number or name that is not there."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from consolidator.data import PassageData, passage_text, verdict
+from typing import cast
+
+from consolidator.data import PassageData, candidate_questions, passage_text, verdict
 from consolidator.heldout import HeldOut
 from consolidator.questions import (
     Question,
@@ -12,6 +14,8 @@ from consolidator.questions import (
     wh_questions,
 )
 from daemon.memory.language import Language
+from daemon.memory.records import Passage
+from daemon.memory.relevance import Embedder
 
 LANG = Language()
 POLICY = (
@@ -76,6 +80,17 @@ def test_teacher_answers_that_miss_or_invent_are_dropped() -> None:
 
     # Names and numbers the passage never gives are the teacher's own: not trained.
     assert verdict(when, "The canteen opens at 11:30 since 1941.", POLICY) == (None, "ungrounded")
+    # Nor a number from another of its sentences: a mix-up of two facts.
+    dated = Question(
+        "When did the guild start its journal?",
+        "1902",
+        "wh",
+        "The guild has published its journal since 1902.",
+    )
+    history = "The guild has published its journal since 1902. Its hall was built in 1941."
+    assert verdict(dated, "It has published its journal since 1902.", history)[0]
+    mixed = "The guild has published its journal since 1902 and since 1941."
+    assert verdict(dated, mixed, history) == (None, "ungrounded")
     assert verdict(when, "The canteen in Paris opens at 11:30.", POLICY) == (None, "ungrounded")
     assert verdict(
         rule := Question("Can employees share their badges?", "no", "rule"),
@@ -130,3 +145,15 @@ def test_the_passage_itself_is_learned_in_pieces_a_row_holds() -> None:
     assert len(pieces) % 2 == 0 and pieces[: len(pieces) // 2] == pieces[len(pieces) // 2 :]
     assert all(len(p) <= 600 for p in pieces)
     assert all(f"Rule {i}:" in "\n".join(pieces) for i in range(6))
+
+
+def test_combined_questions_ask_two_statements_at_once() -> None:
+    statements = [
+        "The Halsworth Guild has published The Leaded Light since 1902.",
+        "The Halsworth Guild elected Imelda Fairweather as Warden in 2022.",
+    ]
+    passage = Passage(id="p", text=" ".join(statements), first_seen=0, last_seen=0)
+    # No user questions were logged with it: the embedder is not needed.
+    questions = candidate_questions(LANG, cast(Embedder, None), passage, statements)
+    pairs = [q for q in questions if q.kind == "combined"]
+    assert pairs and all(q.statement == " ".join(statements) for q in pairs), texts(questions)
