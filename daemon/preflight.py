@@ -12,10 +12,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from daemon.config import Settings
+from daemon.config import EngineConfig, Settings
 from daemon.engine.process import vllm_command
 
 VLLM_ARGS_MARK = "vllm-args: "
+DEFAULT_TOOL_PARSER = EngineConfig.model_fields["tool_call_parser"].default
 
 
 def vllm_refusal(argv: list[str], timeout_s: float = 120.0) -> str | None:
@@ -42,10 +43,16 @@ def writable(path: Path) -> bool:
 
 
 def problems(settings: Settings) -> list[str]:
-    """Every problem found, one line each (vLLM's parser only for a managed engine)."""
+    """Every problem found, one line each.
+
+    vLLM's parser (a child process importing vLLM: ~10 s on 2 CPU cores) is
+    asked only where a managed engine gets what memoryd's own fields do not
+    check: ``engine.extra_args``, or a tool-call parser other than the default.
+    """
     found = field_problems(settings)
     engine = settings.engine
-    if not engine.upstreams:
+    unchecked = engine.extra_args or engine.tool_call_parser not in ("", DEFAULT_TOOL_PARSER)
+    if not engine.upstreams and unchecked:
         # vLLM's parser sees the whole command: extra_args and the flags memoryd sets.
         argv = vllm_command(engine, Path(engine.model or "."))
         refusal = vllm_refusal(argv[argv.index("--model") :])
