@@ -18,9 +18,14 @@ request's own time to first chunk, and the promotion's steps as the daemon
 timed them (GET /admin/adapters' last_promotion). The clients' starts are spread
 over ``--stagger-s``: started together they stay in lockstep.
 
+With ``--replicas N``: memoryd runs N managed vLLM replicas, and the same
+streaming load alternates between memoryd (spread over all N, least
+outstanding) and one of the replicas directly (one engine): the throughput
+ratio is what the extra replicas buy on this host.
+
     .venv/bin/python bench/serve.py [--concurrency 1 8 32] [--requests 64] [--tokens 32]
                                     [--promotions 3] [--swap-clients 32] [--stagger-s 8]
-                                    [--swap-only]
+                                    [--swap-only] [--replicas 2]
 """
 
 from __future__ import annotations
@@ -249,15 +254,27 @@ def main() -> None:
         "--swap-only", action="store_true", help="skip the per-request and throughput rounds"
     )
     parser.add_argument(
+        "--replicas", type=int, default=1, help="N > 1: N replicas against one, nothing else"
+    )
+    parser.add_argument(
         "--model", type=Path, default=ROOT / "var" / "models" / "SmolLM2-135M-Instruct"
     )
     args = parser.parse_args()
 
     state = Path(tempfile.mkdtemp(prefix="memoryd-bench-serve-"))
-    env, port = daemon_env(state, args.model, consolidation__idle_after_s="1000000", **SMALL_RUN)
+    env, port = daemon_env(
+        state,
+        args.model,
+        consolidation__idle_after_s="1000000",
+        engine__replicas=str(args.replicas),
+        **SMALL_RUN,
+    )
     daemon = Daemon(state, port, env)
     daemon.start()
     try:
+        if args.replicas > 1:
+            replicas(daemon, args)
+            return
         if not args.swap_only:
             overhead(daemon, args)
         if args.promotions:
@@ -269,6 +286,46 @@ def main() -> None:
             )
     finally:
         daemon.stop()
+
+
+def compare(targets: dict[str, str], args: argparse.Namespace) -> None:
+    """The same load on each target in alternating rounds: medians, and the second over the first."""
+    print(f"{'conc':>4} {'path':>10} {'tok/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'ttft50':>8}")
+    first, second = targets
+    for c in args.concurrency:
+        n = max(c, args.requests // 2) if c == 1 else args.requests
+        runs: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
+        for _ in range(args.rounds):
+            for name, url in targets.items():
+                runs[name].append(asyncio.run(load(url, c, n, args.tokens)))
+        summary = {
+            name: {k: statistics.median(r[k] for r in rs) for k in rs[0]}
+            for name, rs in runs.items()
+        }
+        for name, s in summary.items():
+            print(
+                f"{c:>4} {name:>10} {s['tokens_per_s']:>8.1f} {s['p50_ms']:>8.1f} "
+                f"{s['p99_ms']:>8.1f} {s['ttft_p50_ms']:>8.1f}"
+            )
+        d, m = summary[first], summary[second]
+        print(
+            f"{c:>4} {'ratio':>10} {m['tokens_per_s'] / d['tokens_per_s']:>8.3f} "
+            f"{m['p50_ms'] - d['p50_ms']:>+8.1f} {m['p99_ms'] - d['p99_ms']:>+8.1f} "
+            f"{m['ttft_p50_ms'] - d['ttft_p50_ms']:>+8.1f}"
+        )
+
+
+def replicas(daemon: Daemon, args: argparse.Namespace) -> None:
+    """One replica directly against all of them through memoryd, same load."""
+    urls = [r["url"] for r in daemon.admin("GET", "/admin/status").json()["engine"]["replicas"]]
+    print(f"{len(urls)} replicas: {', '.join(urls)}")
+    compare(
+        {
+            "1 replica": urls[0] + "/v1/chat/completions",
+            f"{len(urls)} (memoryd)": daemon.url + "/v1/chat/completions",
+        },
+        args,
+    )
 
 
 def overhead(daemon: Daemon, args: argparse.Namespace) -> None:
@@ -294,28 +351,7 @@ def overhead(daemon: Daemon, args: argparse.Namespace) -> None:
     print(f"per-request cost (1 token, not streamed, {len(hops['direct'])} requests each):")
     for name in hop_targets:
         print(f"  {name:>8} p50 {p50[name]:.2f} ms, added {p50[name] - p50['direct']:+.2f} ms")
-    print(f"{'conc':>4} {'path':>8} {'tok/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'ttft50':>8}")
-    for c in args.concurrency:
-        n = max(c, args.requests // 2) if c == 1 else args.requests
-        runs: dict[str, list[dict[str, float]]] = {"direct": [], "memoryd": []}
-        for _ in range(args.rounds):
-            for name, url in targets.items():
-                runs[name].append(asyncio.run(load(url, c, n, args.tokens)))
-        summary = {
-            name: {k: statistics.median(r[k] for r in rs) for k in rs[0]}
-            for name, rs in runs.items()
-        }
-        for name, s in summary.items():
-            print(
-                f"{c:>4} {name:>8} {s['tokens_per_s']:>8.1f} {s['p50_ms']:>8.1f} "
-                f"{s['p99_ms']:>8.1f} {s['ttft_p50_ms']:>8.1f}"
-            )
-        d, m = summary["direct"], summary["memoryd"]
-        print(
-            f"{c:>4} {'ratio':>8} {m['tokens_per_s'] / d['tokens_per_s']:>8.3f} "
-            f"{m['p50_ms'] - d['p50_ms']:>+8.1f} {m['p99_ms'] - d['p99_ms']:>+8.1f} "
-            f"{m['ttft_p50_ms'] - d['ttft_p50_ms']:>+8.1f}"
-        )
+    compare(targets, args)
 
 
 if __name__ == "__main__":
