@@ -201,13 +201,14 @@ def test_a_killed_replica_costs_no_request_and_comes_back_with_the_adapter(
         victim = replicas[1]
         os.killpg(victim["pid"], signal.SIGKILL)
         killed_at = len(answered)
-        wait_until(
+        back = wait_until(
             "the killed replica to be back",
-            lambda: (r := status(daemon)["engine"]["replicas"][1])["healthy"] and r,
+            lambda: (
+                (r := status(daemon)["engine"]["replicas"][1])["restarts"] and r["healthy"] and r
+            ),
             600,
             daemon,
         )
-        back = status(daemon)["engine"]["replicas"][1]
         assert back["restarts"] == 1 and back["pid"] != victim["pid"], back
         assert "mem-v1" in models_on(victim["url"])  # reloaded before it took requests
         wait_until(
