@@ -22,8 +22,8 @@ import yaml
 from openai import OpenAI
 from pydantic import BaseModel
 
+from consolidator.answers import polarity
 from consolidator.heldout import recall
-from consolidator.questions import polarity
 from tests.harness import Daemon, wait_for_run
 
 SETS = ("asked", "never_asked", "application", "distractor")

@@ -22,19 +22,21 @@ from importlib import resources
 
 from pydantic import BaseModel, Field
 
-from consolidator.heldout import HeldOut, held_out_questions
-from consolidator.questions import (
-    Question,
-    combined,
+from consolidator.answers import (
     complete_sentences,
     grounded,
     invents,
     numbers_beyond,
-    phrasings,
     real_question,
+    up_to_answer,
+)
+from consolidator.heldout import HeldOut, held_out_questions
+from consolidator.questions import (
+    Question,
+    combined,
+    phrasings,
     rule_questions,
     teacher_context,
-    up_to_answer,
     wh_questions,
 )
 from daemon.config import TrainingConfig

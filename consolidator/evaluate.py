@@ -18,8 +18,8 @@ from collections.abc import Callable
 
 from pydantic import BaseModel
 
+from consolidator.answers import expected_in
 from consolidator.data import Dataset, PassageData, Probe, probe_set
-from consolidator.questions import expected_in
 from daemon.config import GatesConfig
 from daemon.engine.client import BASE_MODEL_NAME, EngineClient
 from daemon.memory.records import GateResult

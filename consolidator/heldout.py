@@ -18,15 +18,8 @@ import random
 
 from pydantic import BaseModel
 
-from consolidator.questions import (
-    Question,
-    content,
-    expected_in,
-    held_out_forms,
-    polarity,
-    real_question,
-    teacher_context,
-)
+from consolidator.answers import expected_in, polarity, real_question
+from consolidator.questions import Question, content, held_out_forms, teacher_context
 from daemon.engine.client import BASE_MODEL_NAME, EngineClient
 from daemon.memory.language import Language
 

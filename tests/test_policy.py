@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import pytest
 
-from consolidator.questions import polarity
+from consolidator.answers import polarity
 from tests.harness import Daemon, wait_for_run
 
 POLICY = """# Visitors at Corrin & Hale

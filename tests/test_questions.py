@@ -4,15 +4,10 @@ from __future__ import annotations
 
 from typing import cast
 
+from consolidator.answers import real_question
 from consolidator.data import PassageData, candidate_questions, passage_text, verdict
 from consolidator.heldout import HeldOut
-from consolidator.questions import (
-    Question,
-    held_out_forms,
-    real_question,
-    rule_questions,
-    wh_questions,
-)
+from consolidator.questions import Question, held_out_forms, rule_questions, wh_questions
 from daemon.memory.language import Language
 from daemon.memory.records import Passage
 from daemon.memory.relevance import Embedder
