@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import click
 import httpx
 import typer
 from rich.console import Console
@@ -19,6 +20,20 @@ err = Console(stderr=True)
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config file (or MEMORYD_CONFIG)")
 JsonOpt = typer.Option(False, "--json", help="print JSON for scripts")
+TenantOpt = typer.Option(
+    None,
+    "--tenant",
+    "-t",
+    envvar="MEMORYD_TENANT",
+    help="whose memory (default: the default tenant, or the admin token's own)",
+)
+
+
+def chosen_tenant() -> str | None:
+    """``memoryd --tenant NAME ...``: kept by click on the root command's context."""
+    ctx = click.get_current_context(silent=True)
+    found = ctx.find_root().params.get("tenant") if ctx else None
+    return str(found) if found else None
 
 
 def settings_or_exit(config: str | None) -> Settings:
@@ -38,6 +53,8 @@ def client(config: str | None) -> httpx.Client:
         if settings.server.admin_token
         else {}
     )
+    if tenant := chosen_tenant():
+        headers["X-Memoryd-Tenant"] = tenant
     return httpx.Client(
         base_url=f"http://{host}:{settings.server.port}", headers=headers, timeout=30
     )
