@@ -11,7 +11,7 @@ import signal
 import typer
 
 from daemon.cli import memory, runs, serve, tenants
-from daemon.cli.common import TenantOpt
+from daemon.cli.common import TenantOpt, choose_tenant
 
 app = typer.Typer(
     help="memoryd: a chat daemon that consolidates recurring context into LoRA memory."
@@ -21,7 +21,7 @@ app = typer.Typer(
 @app.callback()
 def options(tenant: str | None = TenantOpt) -> None:
     """memoryd: a chat daemon that consolidates recurring context into LoRA memory."""
-    del tenant  # read where the admin client is made (daemon.cli.common.chosen_tenant)
+    choose_tenant(tenant)
 
 
 app.command()(serve.serve)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import click
 import httpx
 import typer
 from rich.console import Console
@@ -20,20 +20,24 @@ err = Console(stderr=True)
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config file (or MEMORYD_CONFIG)")
 JsonOpt = typer.Option(False, "--json", help="print JSON for scripts")
+TENANT_ENV = "MEMORYD_TENANT"
 TenantOpt = typer.Option(
     None,
     "--tenant",
     "-t",
-    envvar="MEMORYD_TENANT",
+    envvar=TENANT_ENV,
     help="whose memory (default: the default tenant, or the admin token's own)",
 )
 
 
-def chosen_tenant() -> str | None:
-    """``memoryd --tenant NAME ...``: kept by click on the root command's context."""
-    ctx = click.get_current_context(silent=True)
-    found = ctx.find_root().params.get("tenant") if ctx else None
-    return str(found) if found else None
+def choose_tenant(tenant: str | None) -> None:
+    """``memoryd --tenant NAME ...``: the root option, handed to every command's admin client.
+
+    Kept in the process environment (the option's own variable), the one place
+    every command's client reads without each command taking the option.
+    """
+    if tenant:
+        os.environ[TENANT_ENV] = tenant
 
 
 def settings_or_exit(config: str | None) -> Settings:
@@ -53,7 +57,7 @@ def client(config: str | None) -> httpx.Client:
         if settings.server.admin_token
         else {}
     )
-    if tenant := chosen_tenant():
+    if tenant := os.environ.get(TENANT_ENV):
         headers["X-Memoryd-Tenant"] = tenant
     return httpx.Client(
         base_url=f"http://{host}:{settings.server.port}", headers=headers, timeout=30
