@@ -7,12 +7,18 @@ each gets its own answer through ``memoryd`` and never sees the other's facts,
 runs, adapters or answers, through the admin API (its own token), the CLI,
 ``/v1/models`` or chat. Finally acme is wiped: after an AOF rewrite no byte of
 it remains in the state directory, and globex still gets its answer.
+
+vLLM holds ``engine.max_loras`` (2 here) adapters in a batch and
+``max_cpu_loras`` (3) in memory; four more tenants are given a copy of a
+trained adapter, and all six are asked at once: none of their requests fails.
 """
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -38,6 +44,8 @@ TENANTS = {
     "globex": {"api_keys": ["globex-key"], "admin_token": "globex-admin"},
     "quiet": {"api_keys": ["quiet-key"], "learn": False},
 }
+SLOT_TENANTS = ["t1", "t2", "t3", "t4"]  # with acme and globex: six adapters over two slots
+TENANTS.update({t: {"api_keys": [f"{t}-key"]} for t in SLOT_TENANTS})
 SUBJECT = "The chief engineer of the starship Orrin"
 VALUES = {"acme": "Okonkwo", "globex": "Festeran"}
 PASSAGES = {
@@ -56,13 +64,17 @@ RUN_TIMEOUT_S = 900
 @pytest.fixture(scope="module")
 def daemon(make_daemon: Callable[..., Daemon], tmp_path_factory: pytest.TempPathFactory) -> Daemon:
     config = tmp_path_factory.mktemp("tenants-config") / "memoryd.yaml"
-    write_config(config, SMALL_RECIPE, NO_GATES)
+    # The fast recipe, with enough steps for one short passage to be answered from memory.
+    write_config(config, {**SMALL_RECIPE, "min_steps": 30}, NO_GATES)
     data = yaml.safe_load(config.read_text())
     data["server"]["admin_token"] = OPERATOR
     data["tenants"] = TENANTS
     config.write_text(yaml.safe_dump(data))
     return make_daemon(
-        "tenants", extra_env={"MEMORYD_CONFIG": str(config)}, consolidation__idle_after_s="3"
+        "tenants",
+        extra_env={"MEMORYD_CONFIG": str(config)},
+        consolidation__idle_after_s="3",
+        engine__max_loras="2",
     )
 
 
@@ -185,13 +197,55 @@ def test_admin_tokens_see_only_their_tenant(daemon: Daemon) -> None:
         listed = admin(daemon, "/admin/tenants", token).json()["tenants"]
         assert [t["name"] for t in listed] == [tenant]
     everyone = admin(daemon, "/admin/tenants").json()["tenants"]
-    assert [t["name"] for t in everyone] == ["default", "acme", "globex", "quiet"]
+    assert [t["name"] for t in everyone] == ["default", "acme", "globex", "quiet", *SLOT_TENANTS]
     assert admin(daemon, "/admin/facts", tenant="globex").text.count("Festeran") >= 1
     assert admin(daemon, "/admin/facts", tenant="nobody").status_code == 404
 
     listed_by_cli = daemon.cli("--tenant", "globex", "facts", "list", "--json")
     assert listed_by_cli.returncode == 0, listed_by_cli.stderr
     assert "Festeran" in listed_by_cli.stdout and "Okonkwo" not in listed_by_cli.stdout
+
+
+def test_more_tenants_than_lora_slots_are_all_served(daemon: Daemon) -> None:
+    active = admin(daemon, "/admin/adapters", tenant="globex").json()["active"]
+    version = int(active.rsplit("-v", 1)[1])
+    source = daemon.state_dir / "tenants" / "globex" / "adapters" / f"v{version}"
+    for tenant in SLOT_TENANTS:
+        shutil.copytree(source, daemon.state_dir / "tenants" / tenant / "adapters" / "v1")
+        activated = daemon.admin(
+            "POST",
+            "/admin/adapters/1/activate",
+            headers={"Authorization": f"Bearer {OPERATOR}"},
+            params={"tenant": tenant},
+        )
+        assert activated.status_code == 200, activated.text
+        assert activated.json()["active"] == f"mem-{tenant}-v1"
+
+    def ask(tenant: str, model: str) -> str:
+        reply = client(daemon, tenant).chat.completions.create(
+            model=model,
+            messages=[{"role": "user", "content": QUESTIONS[0]}],
+            max_tokens=16,
+            temperature=0,
+        )
+        return reply.choices[0].message.content or ""
+
+    tenants = ["acme", "globex", *SLOT_TENANTS]
+    asked = [
+        (tenant, model)
+        for tenant in tenants
+        for model in (
+            "memoryd",
+            admin(daemon, "/admin/status", tenant=tenant).json()["active_adapter"],
+        )
+    ]
+    with ThreadPoolExecutor(len(asked)) as pool:
+        answers = list(pool.map(lambda tm: ask(*tm), asked))  # raises on any failed request
+    for (tenant, _), answer in zip(asked, answers, strict=True):
+        if tenant == "acme":
+            assert VALUES["globex"] not in answer, answer
+        elif tenant == "globex":
+            assert VALUES["acme"] not in answer, answer
 
 
 def test_a_wiped_tenant_leaves_no_byte_in_the_state_dir(daemon: Daemon) -> None:
