@@ -22,7 +22,7 @@ from redis.asyncio import Redis
 
 from daemon.activity import Activity
 from daemon.config import Settings
-from daemon.consolidation import Consolidator, Phase
+from daemon.consolidation import AlreadyRunning, Consolidator, Phase
 from daemon.engine.adapters import versions_on_disk
 from daemon.engine.client import EngineClient
 from daemon.engine.swap import Swapper
@@ -120,6 +120,18 @@ class Rotation:
             await tenant.consolidator.tick()
         except Exception:
             log.exception("consolidation check of tenant %s failed", tenant.name)
+
+    async def start(self, name: str, trigger: str) -> int:
+        """A run for one tenant now; refused while any tenant's run goes on (one at a time)."""
+        for other, tenant in self.tenants.items():
+            running = tenant.consolidator
+            if running.phase != Phase.idle:
+                raise AlreadyRunning(
+                    f"consolidation {running.run_id} of tenant {other} is {running.phase.value}"
+                )
+        run_id = await self.tenants[name].consolidator.start(trigger)
+        self.last = name
+        return run_id
 
     def on_chat(self) -> None:
         for tenant in self.tenants.values():

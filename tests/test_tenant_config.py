@@ -9,7 +9,7 @@ from typing import cast
 import pytest
 
 from daemon.config import DEFAULT_TENANT, ConfigError, Settings, load_settings
-from daemon.consolidation import Consolidator, Phase
+from daemon.consolidation import AlreadyRunning, Consolidator, Phase
 from daemon.contract import Keys, WorkerArgs
 from daemon.scope import Scope
 from daemon.tenants import Rotation, Tenant, glob_escape
@@ -107,6 +107,12 @@ class Turns:
 
     def __init__(self, name: str, started: list[str]) -> None:
         self.name, self.started, self.phase = name, started, Phase.idle
+        self.run_id: int | None = None
+
+    async def start(self, trigger: str) -> int:
+        self.phase = Phase.running
+        self.started.append(f"{self.name} ({trigger})")
+        return 1
 
     async def tick(self) -> None:
         if self.phase != Phase.idle:
@@ -119,8 +125,7 @@ class Turns:
         pass
 
 
-async def test_turns_go_round_so_a_busy_tenant_cannot_starve_the_others() -> None:
-    started: list[str] = []
+def rotation(started: list[str]) -> Rotation:
     tenants = {
         name: Tenant(
             scope=cast(Scope, None),
@@ -130,7 +135,23 @@ async def test_turns_go_round_so_a_busy_tenant_cannot_starve_the_others() -> Non
         )
         for name in ("default", "acme", "globex")
     }
-    rotation = Rotation(tenants)
+    return Rotation(tenants)
+
+
+async def test_turns_go_round_so_a_busy_tenant_cannot_starve_the_others() -> None:
+    started: list[str] = []
+    turns = rotation(started)
     for _ in range(12):
-        await rotation.tick()
+        await turns.tick()
     assert started == ["default", "acme", "globex"] * 2
+
+
+async def test_one_run_at_a_time_and_the_operator_takes_a_turn() -> None:
+    started: list[str] = []
+    turns = rotation(started)
+    assert await turns.start("acme", "operator") == 1
+    with pytest.raises(AlreadyRunning, match="tenant acme"):
+        await turns.start("globex", "operator")
+    await turns.tick()  # acme's run ends
+    await turns.tick()  # the next turn is the one after acme's
+    assert started == ["acme (operator)", "globex"]

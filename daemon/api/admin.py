@@ -169,7 +169,7 @@ async def consolidation(request: Request, run_id: int) -> Consolidation:
 @router.post("/consolidate", response_model=Started, status_code=202)
 async def consolidate(request: Request) -> JSONResponse:
     try:
-        run_id = await tenant(request).consolidator.start("operator")
+        run_id = await services(request).rotation.start(tenant(request).name, "operator")
     except AlreadyRunning as exc:
         raise APIError(409, str(exc), code="consolidation_running") from exc
     return JSONResponse(Started(run=run_id).model_dump(mode="json"), status_code=202)
