@@ -24,7 +24,9 @@ from daemon.config import Settings
 def _check(
     tokens: Callable[[], list[str]], what: str, cookie: bool = False
 ) -> Callable[[Request], Awaitable[None]]:
-    """Bearer auth; the accepted tokens are read per request (SIGHUP can change them).
+    """The operator's Bearer token (/metrics); read per request (SIGHUP can change it).
+
+    /v1 and /admin name a tenant as well: daemon.api.tenancy.
 
     ``cookie``: the dashboard's cookie counts too (a browser's event feed cannot send headers).
     """
@@ -39,7 +41,7 @@ def _check(
                 401, f"{what} needs an API key: Authorization: Bearer <key>", code="missing_api_key"
             )
         if not auth.accepted(token, keys):
-            raise APIError(401 if what == "/v1" else 403, "invalid API key", code="invalid_api_key")
+            raise APIError(403, "invalid API key", code="invalid_api_key")
 
     return dependency
 
