@@ -210,13 +210,14 @@ def test_more_tenants_than_lora_slots_are_all_served(daemon: Daemon) -> None:
     active = admin(daemon, "/admin/adapters", tenant="globex").json()["active"]
     version = int(active.rsplit("-v", 1)[1])
     source = daemon.state_dir / "tenants" / "globex" / "adapters" / f"v{version}"
+    operator = {"Authorization": f"Bearer {OPERATOR}"}
     for tenant in SLOT_TENANTS:
+        # Paused: with nothing of its own to learn, an idle check would retire the copy.
+        paused = daemon.admin("POST", "/admin/pause", headers=operator, params={"tenant": tenant})
+        assert paused.status_code == 200
         shutil.copytree(source, daemon.state_dir / "tenants" / tenant / "adapters" / "v1")
         activated = daemon.admin(
-            "POST",
-            "/admin/adapters/1/activate",
-            headers={"Authorization": f"Bearer {OPERATOR}"},
-            params={"tenant": tenant},
+            "POST", "/admin/adapters/1/activate", headers=operator, params={"tenant": tenant}
         )
         assert activated.status_code == 200, activated.text
         assert activated.json()["active"] == f"mem-{tenant}-v1"
