@@ -30,7 +30,7 @@ from consolidator.yielding import YieldingEngine
 from daemon import logs
 from daemon.config import Settings, TrainingConfig
 from daemon.contract import EXIT_PASSED, EXIT_REJECTED, WorkerArgs
-from daemon.engine.adapters import MANIFEST, adapter_dir, adapter_name, file_hashes, staged
+from daemon.engine.adapters import MANIFEST, adapter_dir, file_hashes, staged
 from daemon.engine.client import EngineClient
 from daemon.memory.records import (
     AdapterManifest,
@@ -44,6 +44,7 @@ from daemon.memory.records import (
 )
 from daemon.memory.relevance import ROUTING_FILE, Embedder, Relevance
 from daemon.memory.store import Store, connect, fingerprint
+from daemon.scope import Scope
 
 log = logging.getLogger("memoryd.consolidator")
 T = TypeVar("T")
@@ -103,13 +104,19 @@ class TrainingProgress:
 
 
 async def consolidate(
-    settings: Settings, store: Store, engine: EngineClient, run: Consolidation
+    settings: Settings,
+    store: Store,
+    engine: EngineClient,
+    run: Consolidation,
+    scope: Scope | None = None,
 ) -> int:
+    """``scope``: whose memory (default: the default tenant's); ``store`` is built on its keys."""
+    scope = scope or Scope.of(settings)
     rec = Recorder(store, run)
     cfg = settings.consolidation
     version = run.id
-    name = adapter_name(version)
-    final_dir = adapter_dir(settings.adapters_dir, version)
+    name = scope.adapter_name(version)
+    final_dir = adapter_dir(scope.adapters_dir, version)
     model_dir = settings_model_dir(settings)
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -129,7 +136,7 @@ async def consolidate(
         return await reject(store, run, ["no passage recurred in enough conversations"])
     previous = {p.id for p, _ in selected if p.status == FactStatus.consolidated}
     checkpoint = Checkpoint(
-        settings.checkpoints_dir,
+        scope.checkpoints_dir,
         checkpoint_key(run.passage_ids + run.fact_ids, cfg.training, model_dir),
     )
     checkpoint.open()
@@ -255,11 +262,14 @@ def settings_model_dir(settings: Settings) -> Path:
 
 async def main_async(settings: Settings, args: WorkerArgs) -> int:
     redis = connect(args.redis_url, settings.redis)
-    store = Store(redis, settings.redis.key_prefix)
+    scope = Scope.of(settings, args.tenant)
+    store = Store(redis, scope.prefix)
     engine = YieldingEngine(args.engine_url)
     engine.install()
     try:
-        return await work(store, args.run_id, lambda run: consolidate(settings, store, engine, run))
+        return await work(
+            store, args.run_id, lambda run: consolidate(settings, store, engine, run, scope)
+        )
     finally:
         await engine.aclose()
         await redis.aclose()

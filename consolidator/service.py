@@ -6,8 +6,10 @@ something new to learn, and promotes a run that passed. This loop takes each
 queued run in turn and runs it as a child process, the same ``python -m
 consolidator`` the daemon would start itself; the child claims the run with an
 expiring lease (daemon.memory.lifecycle), so two workers never run one job, and
-leaves its verdict in Redis. Adapters are written under ``state_dir/adapters``,
-which the serving engines must read (the same path on shared storage).
+leaves its verdict in Redis. Every tenant's queue is looked at, in turn.
+Adapters are written under ``state_dir`` (``adapters/``, a named tenant's
+``tenants/<name>/adapters/``), which the serving engines must read (the same
+path on shared storage).
 
     python -m consolidator.service --config /etc/memoryd/memoryd.yaml \\
         --engine-url http://vllm-host:8100
@@ -31,6 +33,7 @@ from daemon.config import Settings, load_settings
 from daemon.contract import WorkerArgs
 from daemon.memory.records import RunState
 from daemon.memory.store import Store, connect
+from daemon.scope import Scope
 from daemon.supervisor import Child, Command
 
 log = logging.getLogger("memoryd.worker")
@@ -66,17 +69,20 @@ def parse() -> tuple[Settings, ServiceArgs]:
     return settings, ServiceArgs(redis_url=redis_url, engine_url=engine_url, poll_s=raw.poll_s)
 
 
-async def run_one(settings: Settings, args: ServiceArgs, run_id: int, stop: asyncio.Event) -> int:
+async def run_one(
+    settings: Settings, args: ServiceArgs, scope: Scope, run_id: int, stop: asyncio.Event
+) -> int:
     """Run one queued run as a child; its exit code (daemon.contract), or -SIGTERM when stopped."""
-    settings_file = settings.state_dir / "run" / f"worker-settings-{run_id}.json"
+    settings_file = scope.run_dir / f"worker-settings-{run_id}.json"
     settings.write_for_child(settings_file)
     argv = WorkerArgs(
         settings=settings_file,
         run_id=run_id,
         redis_url=args.redis_url,
         engine_url=args.engine_url,
+        tenant=scope.tenant,
     ).argv()
-    log_file = settings.state_dir / "logs" / f"consolidation-{run_id}.log"
+    log_file = scope.logs_dir / f"consolidation-{run_id}.log"
     child = await Child.spawn(
         Command(name=f"consolidation {run_id}", argv=argv, log_file=log_file, stop_grace_s=20.0)
     )
@@ -93,30 +99,38 @@ async def run_one(settings: Settings, args: ServiceArgs, run_id: int, stop: asyn
         settings_file.unlink(missing_ok=True)
 
 
+async def queued(store: Store) -> list[int]:
+    """Ids of the runs that wait for a worker, oldest first; none while Redis cannot answer."""
+    try:
+        runs = await store.open_runs()
+    except Exception as exc:  # Redis restarting: look again later
+        log.warning("cannot read the queue: %s", exc)
+        return []
+    return [run.id for run, claimed in runs if run.state == RunState.queued and not claimed]
+
+
 async def serve(settings: Settings, args: ServiceArgs, stop: asyncio.Event) -> None:
-    """Take queued runs, oldest first, one at a time, until ``stop`` is set."""
-    store = Store(connect(args.redis_url, settings.redis), settings.redis.key_prefix)
+    """Take queued runs, one at a time, each tenant in turn, until ``stop`` is set."""
+    redis = connect(args.redis_url, settings.redis)
+    scopes = [Scope.of(settings, name) for name in settings.tenant_names()]
+    stores = [(scope, Store(redis, scope.prefix)) for scope in scopes]
     log.info("worker taking consolidations from %s, engine %s", args.redis_url, args.engine_url)
     try:
         while not stop.is_set():
-            try:
-                queued = [
-                    run.id
-                    for run, claimed in await store.open_runs()
-                    if run.state == RunState.queued and not claimed
-                ]
-            except Exception as exc:  # Redis restarting: look again later
-                log.warning("cannot read the queue: %s", exc)
-                queued = []
-            for run_id in queued[:1]:
-                log.info("consolidation %s taken", run_id)
-                code = await run_one(settings, args, run_id, stop)
-                log.info("consolidation %s: the consolidator exited with %s", run_id, code)
-            if not queued:
+            took = False
+            for scope, store in stores:
+                for run_id in (await queued(store))[:1]:
+                    took = True
+                    log.info("consolidation %s of tenant %s taken", run_id, scope.tenant)
+                    code = await run_one(settings, args, scope, run_id, stop)
+                    log.info("consolidation %s: the consolidator exited with %s", run_id, code)
+                if stop.is_set():
+                    break
+            if not took:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(stop.wait(), args.poll_s)
     finally:
-        await store.redis.aclose()
+        await redis.aclose()
 
 
 def main() -> None:

@@ -10,7 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from daemon import services as lifecycle
-from daemon.api import admin, auth, feed, memory, public, ui
+from daemon.api import admin, auth, feed, memory, public, tenancy, ui
+from daemon.api import tenants as tenants_api
 from daemon.api.errors import (
     APIError,
     api_error_handler,
@@ -23,7 +24,9 @@ from daemon.config import Settings
 def _check(
     tokens: Callable[[], list[str]], what: str, cookie: bool = False
 ) -> Callable[[Request], Awaitable[None]]:
-    """Bearer auth; the accepted tokens are read per request (SIGHUP can change them).
+    """The operator's Bearer token (/metrics); read per request (SIGHUP can change it).
+
+    /v1 and /admin name a tenant as well: daemon.api.tenancy.
 
     ``cookie``: the dashboard's cookie counts too (a browser's event feed cannot send headers).
     """
@@ -38,7 +41,7 @@ def _check(
                 401, f"{what} needs an API key: Authorization: Bearer <key>", code="missing_api_key"
             )
         if not auth.accepted(token, keys):
-            raise APIError(401 if what == "/v1" else 403, "invalid API key", code="invalid_api_key")
+            raise APIError(403, "invalid API key", code="invalid_api_key")
 
     return dependency
 
@@ -67,12 +70,14 @@ def create_app(
     def admin_keys() -> list[str]:
         return [server.admin_token] if server.admin_token else []
 
+    app.include_router(public.router, dependencies=[Depends(tenancy.public(settings))])
+    scoped = Depends(tenancy.admin(settings, "/admin"))
+    app.include_router(admin.router, dependencies=[scoped])
+    app.include_router(memory.router, dependencies=[scoped])
+    app.include_router(tenants_api.router, dependencies=[scoped])
     app.include_router(
-        public.router, dependencies=[Depends(_check(lambda: server.api_keys, "/v1"))]
+        feed.router, dependencies=[Depends(tenancy.admin(settings, "/admin", cookie=True))]
     )
-    app.include_router(admin.router, dependencies=[Depends(_check(admin_keys, "/admin"))])
-    app.include_router(memory.router, dependencies=[Depends(_check(admin_keys, "/admin"))])
-    app.include_router(feed.router, dependencies=[Depends(_check(admin_keys, "/admin", True))])
     app.include_router(admin.health)
     ui.mount(app, admin_keys)
     app.add_api_route(

@@ -8,16 +8,26 @@ errors, so a typo never silently falls back to a default.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 ENV_PREFIX = "MEMORYD_"
 CONFIG_ENV = "MEMORYD_CONFIG"
+DEFAULT_TENANT = "default"  # server.api_keys' tenant, and every request's without keys
+TENANT_NAME = re.compile(r"^[a-z0-9-]{1,32}$")
 
 
 class Section(BaseModel):
@@ -233,6 +243,14 @@ class ConsolidationConfig(Section):
     gates: GatesConfig = GatesConfig()
 
 
+class TenantConfig(Section):
+    """One tenant: the keys that are it, its own admin token, whether it is learned from."""
+
+    api_keys: list[str] = Field(default_factory=list, description="Bearer keys for /v1")
+    admin_token: str = Field("", description="Bearer token for /admin, this tenant only")
+    learn: bool = Field(True, description="false = nothing of this tenant is observed")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", case_sensitive=False
@@ -262,6 +280,57 @@ class Settings(BaseSettings):
     observer: ObserverConfig = ObserverConfig()
     facts: FactsConfig = FactsConfig()
     consolidation: ConsolidationConfig = ConsolidationConfig()
+    tenants: dict[str, TenantConfig] = Field(
+        default_factory=dict,
+        description="named tenants, each with its own memory and adapters; `default` "
+        "configures the default tenant (server.api_keys are its keys too)",
+    )
+
+    @field_validator("tenants")
+    @classmethod
+    def _tenant_names(cls, tenants: dict[str, TenantConfig]) -> dict[str, TenantConfig]:
+        bad = [name for name in tenants if not TENANT_NAME.match(name)]
+        if bad:
+            raise ValueError(f"tenant names must match [a-z0-9-]{{1,32}}: {', '.join(bad)}")
+        return tenants
+
+    @model_validator(mode="after")
+    def _tokens_name_one_tenant(self) -> Settings:
+        """A key or token names one tenant: the same one given twice would leak memory."""
+        keys = [k for name in self.tenant_names() for k in self.tenant(name).api_keys]
+        tokens = [self.server.admin_token] + [t.admin_token for t in self.tenants.values()]
+        tokens = [t for t in tokens if t]
+        if len(set(keys)) != len(keys):
+            raise ValueError("an API key is given to more than one tenant")
+        if len(set(tokens)) != len(tokens):
+            raise ValueError("an admin token is given twice (operator or tenants)")
+        if set(keys) & set(tokens):
+            raise ValueError("an admin token is also an API key")
+        return self
+
+    def tenant_names(self) -> list[str]:
+        """The default tenant first, then the named ones in order."""
+        return [DEFAULT_TENANT, *sorted(n for n in self.tenants if n != DEFAULT_TENANT)]
+
+    def tenant(self, name: str) -> TenantConfig:
+        """A tenant's config; the default tenant's keys include server.api_keys."""
+        own = self.tenants.get(name, TenantConfig())
+        if name != DEFAULT_TENANT:
+            return own
+        return own.model_copy(update={"api_keys": [*self.server.api_keys, *own.api_keys]})
+
+    def api_key_tenants(self) -> dict[str, str]:
+        """API key -> its tenant; empty: /v1 is open and everything is the default tenant's."""
+        return {k: name for name in self.tenant_names() for k in self.tenant(name).api_keys}
+
+    def admin_tokens(self) -> dict[str, str | None]:
+        """Admin token -> its tenant, or None for the operator's (every tenant)."""
+        found: dict[str, str | None] = {
+            t.admin_token: name for name, t in self.tenants.items() if t.admin_token
+        }
+        if self.server.admin_token:
+            found[self.server.admin_token] = None
+        return found
 
     @classmethod
     def settings_customise_sources(

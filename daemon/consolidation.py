@@ -35,6 +35,7 @@ from daemon.engine.swap import Swapper
 from daemon.memory.records import Consolidation, FactStatus, RunState, now
 from daemon.memory.store import Store, fingerprint
 from daemon.metrics import Metrics
+from daemon.scope import Scope
 from daemon.supervisor import Child, Command
 
 log = logging.getLogger("memoryd.consolidation")
@@ -61,7 +62,10 @@ class Consolidator:
         metrics: Metrics,
         redis_url: str,
         engine_url: str,
+        scope: Scope | None = None,
     ) -> None:
+        """``scope``: whose memory this consolidates (default: the default tenant's)."""
+        self.scope = scope or Scope.of(settings)
         self.settings = settings
         self.store = store
         self.swapper = swapper
@@ -151,7 +155,7 @@ class Consolidator:
             log.info("consolidation %s queued for a worker: %s", run.id, trigger)
             return run.id
         self.run_id = run.id
-        settings_file = self.settings.state_dir / "run" / f"settings-{run.id}.json"
+        settings_file = self.scope.run_dir / f"settings-{run.id}.json"
         try:
             self.settings.write_for_child(settings_file)
             argv = WorkerArgs(
@@ -159,11 +163,16 @@ class Consolidator:
                 run_id=run.id,
                 redis_url=self.redis_url,
                 engine_url=self.engine_url,
+                tenant=self.scope.tenant,
             ).argv()
-            log_file = self.settings.state_dir / "logs" / f"consolidation-{run.id}.log"
+            log_file = self.scope.logs_dir / f"consolidation-{run.id}.log"
+            who = f" of {self.scope.tenant}" if self.scope.named else ""
             self._child = await Child.spawn(
                 Command(
-                    name=f"consolidation {run.id}", argv=argv, log_file=log_file, stop_grace_s=20.0
+                    name=f"consolidation {run.id}{who}",
+                    argv=argv,
+                    log_file=log_file,
+                    stop_grace_s=20.0,
                 )
             )
         except Exception as exc:
@@ -173,7 +182,7 @@ class Consolidator:
             finally:
                 self.phase = Phase.idle
             raise
-        log.info("consolidation %s triggered: %s", run.id, trigger)
+        log.info("consolidation %s%s triggered: %s", run.id, who, trigger)
         self._task = asyncio.create_task(self._finish(run.id, settings_file), name="consolidation")
         return run.id
 
@@ -222,7 +231,7 @@ class Consolidator:
 
     async def _clean_up(self, run_id: int) -> None:
         """Nothing of a failed run may serve."""
-        staging = staging_dir(adapter_dir(self.settings.adapters_dir, run_id))
+        staging = staging_dir(adapter_dir(self.scope.adapters_dir, run_id))
         shutil.rmtree(staging, ignore_errors=True)  # a child killed while saving
         await self.swapper.discard(run_id)
 

@@ -25,6 +25,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from daemon.config import DEFAULT_TENANT
+
 EXIT_PASSED, EXIT_FAILED, EXIT_REJECTED, EXIT_CLAIMED = 0, 1, 3, 4
 PAUSE, RESUME = signal.SIGURG, signal.SIGCONT
 
@@ -55,12 +57,19 @@ class Keys:
       P:events                    stream  consolidation log an operator can tail
       P:active                    string  active adapter version
       P:last_attempt              string  fingerprint of the memory last consolidated
+    Tenants (daemon.tenants): the default tenant's keys are the ones above; a named
+    tenant T has every one of them under ``P:t:<T>`` (``tenant``), so its memory
+    is SCANned and wiped by that prefix alone.
     """
 
     prefix: str
 
     def _k(self, *parts: object) -> str:
         return ":".join([self.prefix, *(str(p) for p in parts if p is not None)])
+
+    def tenant(self, name: str) -> Keys:
+        """The keys of named tenant ``name``: the same names, under ``P:t:<name>``."""
+        return Keys(self._k("t", name))
 
     # --- memory ---------------------------------------------------------------
     @property
@@ -130,6 +139,7 @@ class WorkerArgs(BaseModel):
     run_id: int
     redis_url: str
     engine_url: str
+    tenant: str = DEFAULT_TENANT  # whose memory: its keys, its adapters (daemon.tenants.Scope)
 
     def argv(self) -> list[str]:
         return [
@@ -138,6 +148,7 @@ class WorkerArgs(BaseModel):
             "--run-id", str(self.run_id),
             "--redis-url", self.redis_url,
             "--engine-url", self.engine_url,
+            "--tenant", self.tenant,
         ]  # fmt: skip
 
     @classmethod
@@ -147,4 +158,5 @@ class WorkerArgs(BaseModel):
         parser.add_argument("--run-id", type=int, required=True)
         parser.add_argument("--redis-url", required=True)
         parser.add_argument("--engine-url", required=True)
+        parser.add_argument("--tenant", default=DEFAULT_TENANT)
         return cls.model_validate(vars(parser.parse_args(argv)))

@@ -20,6 +20,7 @@ RESTART_ONLY = (
     "redis.",
     "engine.",
     "consolidation.check_interval_s",
+    "tenants",  # each tenant has its own parts, built at start
 )
 
 

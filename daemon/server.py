@@ -89,7 +89,7 @@ def is_loopback(host: str) -> bool:
 
 
 def open_endpoint(settings: Settings) -> str | None:
-    if settings.server.api_keys or is_loopback(settings.server.host):
+    if settings.api_key_tenants() or is_loopback(settings.server.host):
         return None
     return (
         f"server.host {settings.server.host} is not loopback and server.api_keys is empty: "
@@ -108,7 +108,8 @@ def reload_config(config_file: str | None, settings: Settings, svc: Services) ->
         return
     applied, restart = reload.apply(settings, new)
     logs.configure(settings.log_level, settings.log_format)
-    svc.swapper.routing = settings.routing
+    for tenant in svc.tenants.values():
+        tenant.swapper.routing = settings.routing
     log.info(
         "config reloaded: applied %s; needs a restart, left as it was: %s",
         ", ".join(applied) or "nothing",

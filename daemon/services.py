@@ -1,8 +1,8 @@
 """The daemon's parts, started in dependency order and stopped in reverse.
 
 Redis (private child or URL) -> model -> vLLM engines (managed replicas or
-external upstreams) -> swapper (restores the active adapter) -> observer ->
-consolidator + scheduler.
+external upstreams) -> each tenant's swapper (restores its active adapter) ->
+observer -> consolidators + scheduler.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 
 from daemon.activity import Activity
 from daemon.bundled_model import bundled_model_dir, is_prepared
-from daemon.config import Settings
+from daemon.config import DEFAULT_TENANT, Settings
 from daemon.consolidation import Consolidator
 from daemon.engine.client import EngineClient
 from daemon.engine.pool import Pool
@@ -28,15 +28,19 @@ from daemon.engine.process import ManagedEngine
 from daemon.engine.swap import Swapper
 from daemon.memory.language import Language
 from daemon.memory.observer import Observer
+from daemon.memory.relevance import Embedder
 from daemon.memory.store import Store, connect
 from daemon.metrics import Metrics
 from daemon.redis_server import PrivateRedis
+from daemon.tenants import Rotation, Shared, Tenant, build
 
 log = logging.getLogger("memoryd")
 
 
 @dataclass
 class Services:
+    """``store``, ``swapper`` and ``consolidator`` are the default tenant's (``tenants`` has all)."""
+
     settings: Settings
     store: Store
     redis: Redis
@@ -50,6 +54,9 @@ class Services:
     http: aiohttp.ClientSession
     model_dir: Path
     metrics: Metrics
+    shared: Shared
+    tenants: dict[str, Tenant]
+    rotation: Rotation
     managed: list[ManagedEngine] = field(default_factory=list)
     private_redis: PrivateRedis | None = None
     scheduler: AsyncIOScheduler | None = None
@@ -82,7 +89,6 @@ async def start(settings: Settings) -> Services:
         await private.start()
         redis_url = private.url
     redis = connect(redis_url, settings.redis)
-    store = Store(redis, settings.redis.key_prefix)
 
     model_dir = await prepare_model(settings)
     managed = []
@@ -103,39 +109,30 @@ async def start(settings: Settings) -> Services:
             raise
         engines = [m.client for m in managed]
 
-    swapper = Swapper(
-        engines,
-        store,
-        settings.adapters_dir,
-        settings.served_model_name,
-        settings.routing,
-        settings.routing_threshold,
-        # vLLM holds max_loras at once: the active version, one being evaluated, the rest resident.
-        resident=max(0, settings.engine.max_loras - 2),
-    )
-    await swapper.restore()
+    activity = Activity()
+    metrics = Metrics()
+    shared = Shared(settings, redis, redis_url, engines, activity, metrics, Embedder())
+    tenants = {name: build(shared, name) for name in settings.tenant_names()}
+    rotation = Rotation(tenants)
+    default = tenants[DEFAULT_TENANT]
+    await rotation.restore()
     pool = Pool(engines, settings.engine.health_interval_s)
     for replica, engine in zip(pool.replicas, managed, strict=False):
-        pool.follow(replica, engine, swapper.reconcile)
+        pool.follow(replica, engine, rotation.reconcile)
     if not managed:
-        pool.watch(swapper.reconcile)
+        pool.watch(rotation.reconcile)
     if private:
         private.supervise()
 
-    activity = Activity()
-    metrics = Metrics()
-    consolidator = Consolidator(
-        settings, store, swapper, activity, metrics, redis_url, engines[0].url
-    )
-    activity.on_busy = consolidator.on_chat
-    await consolidator.recover()
-    observer = Observer(store, settings.observer, Language())
+    activity.on_busy = rotation.on_chat
+    await rotation.recover()
+    observer = Observer(default.store, settings.observer, Language())
     observer.start()
     metrics.observe(lambda: observer.stats, lambda: observer.redacted)
 
     scheduler = AsyncIOScheduler()
     scheduler.add_job(
-        consolidator.tick,
+        rotation.tick,
         "interval",
         seconds=settings.consolidation.check_interval_s,
         max_instances=1,
@@ -148,18 +145,21 @@ async def start(settings: Settings) -> Services:
     http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1000), auto_decompress=False)
     return Services(
         settings=settings,
-        store=store,
+        store=default.store,
         redis=redis,
         redis_url=redis_url,
         engines=engines,
         pool=pool,
-        swapper=swapper,
+        swapper=default.swapper,
         observer=observer,
         activity=activity,
-        consolidator=consolidator,
+        consolidator=default.consolidator,
         http=http,
         model_dir=model_dir,
         metrics=metrics,
+        shared=shared,
+        tenants=tenants,
+        rotation=rotation,
         managed=managed,
         private_redis=private,
         scheduler=scheduler,
@@ -169,7 +169,7 @@ async def start(settings: Settings) -> Services:
 async def stop(svc: Services) -> None:
     if svc.scheduler:
         svc.scheduler.shutdown(wait=False)
-    await svc.consolidator.stop()
+    await svc.rotation.stop()
     try:
         await asyncio.wait_for(svc.observer.stop(), 10)
     except asyncio.TimeoutError:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import redis
 import yaml
 from openai import OpenAI
 from prometheus_client.parser import text_string_to_metric_families
@@ -252,3 +253,49 @@ def gone(pid: int) -> bool:
             continue
         return False
     return True
+
+
+def rewrite_aof(state_dir: Path) -> None:
+    """BGREWRITEAOF on the daemon's private Redis, waited for: the AOF then holds only live data."""
+    r = redis.Redis(unix_socket_path=str(state_dir / "redis" / "redis.sock"))
+    r.bgrewriteaof()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        info = r.info("persistence")
+        if not info["aof_rewrite_in_progress"] and not info["aof_rewrite_scheduled"]:
+            return
+        time.sleep(0.2)
+    raise AssertionError("AOF rewrite did not finish")
+
+
+def planted_in(state_dir: Path, planted: list[str]) -> list[tuple[str, str]]:
+    """(file, value) for every planted value found in any file's bytes."""
+    needles = [v.encode() for v in planted]
+    found = []
+    for path in state_dir.rglob("*"):
+        if path.is_file() and not path.is_socket():
+            data = path.read_bytes()
+            found += [(str(path), n.decode()) for n in needles if n in data]
+    return found
+
+
+def redis_bytes(r: redis.Redis) -> bytes:
+    """Every key and every value held in Redis, concatenated."""
+    out = []
+    for key in r.scan_iter(count=1000):
+        kind = r.type(key)
+        if kind == b"string":
+            value: Any = [r.get(key)]
+        elif kind == b"hash":
+            value = [b for kv in r.hgetall(key).items() for b in kv]
+        elif kind == b"list":
+            value = r.lrange(key, 0, -1)
+        elif kind == b"set":
+            value = r.smembers(key)
+        elif kind == b"zset":
+            value = r.zrange(key, 0, -1)
+        else:  # streams: every entry's fields and values
+            entries: Any = r.xrange(key)
+            value = [b for _, f in entries for kv in f.items() for b in kv]
+        out += [key, *(v for v in value if v)]
+    return b"\n".join(out)

@@ -260,7 +260,7 @@ def test_with_workers_a_run_waits_for_one_and_its_verdict_is_promoted(
         daemon.proc.send_signal(signal.SIGHUP)
     assert finished["state"] == RunState.promoted.value, (finished, log[-3000:])
     assert worker.returncode == 0, log[-3000:]
-    assert f"consolidation {run} taken" in log
+    assert f"consolidation {run} of tenant default taken" in log
     assert status(daemon)["active_version"] == run
     steps = [e["step"] for e in run_events(daemon, run)]
     assert steps.count(RunState.running.value) == 1 and steps[-1] == RunState.promoted.value

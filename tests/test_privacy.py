@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 
-from tests.harness import OPENERS, Daemon, metric
+from tests.harness import OPENERS, Daemon, metric, planted_in, redis_bytes, rewrite_aof
 from tests.secret_corpus import FACTS, OPS_NOTES, PLANTED, values
 
 QUESTION = "I am priya.raman@northwind-ops.example; which region does staging run in?"
@@ -40,30 +39,6 @@ def wait_observed(daemon: Daemon, n: int, timeout_s: float = 60) -> dict[str, in
             return dict(observer)
         time.sleep(0.3)
     raise AssertionError(f"{n} observations not written:\n{daemon.tail()}")
-
-
-def rewrite_aof(state_dir: Path) -> None:
-    """BGREWRITEAOF on the daemon's private Redis, waited for: the AOF then holds only live data."""
-    r = redis.Redis(unix_socket_path=str(state_dir / "redis" / "redis.sock"))
-    r.bgrewriteaof()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        info = r.info("persistence")
-        if not info["aof_rewrite_in_progress"] and not info["aof_rewrite_scheduled"]:
-            return
-        time.sleep(0.2)
-    raise AssertionError("AOF rewrite did not finish")
-
-
-def planted_in(state_dir: Path, planted: list[str]) -> list[tuple[str, str]]:
-    """(file, value) for every planted value found in any file's bytes."""
-    needles = [v.encode() for v in planted]
-    found = []
-    for path in state_dir.rglob("*"):
-        if path.is_file() and not path.is_socket():
-            data = path.read_bytes()
-            found += [(str(path), n.decode()) for n in needles if n in data]
-    return found
 
 
 def test_planted_secrets_leave_no_byte_in_the_state_dir(daemon: Daemon) -> None:
@@ -104,28 +79,6 @@ def test_planted_secrets_leave_no_byte_in_the_state_dir(daemon: Daemon) -> None:
 
     rewrite_aof(daemon.state_dir)
     assert planted_in(daemon.state_dir, values()) == []
-
-
-def redis_bytes(r: redis.Redis) -> bytes:
-    """Every key and every value held in Redis, concatenated."""
-    out = []
-    for key in r.scan_iter(count=1000):
-        kind = r.type(key)
-        if kind == b"string":
-            value: Any = [r.get(key)]
-        elif kind == b"hash":
-            value = [b for kv in r.hgetall(key).items() for b in kv]
-        elif kind == b"list":
-            value = r.lrange(key, 0, -1)
-        elif kind == b"set":
-            value = r.smembers(key)
-        elif kind == b"zset":
-            value = r.zrange(key, 0, -1)
-        else:  # streams: every entry's fields and values
-            entries: Any = r.xrange(key)
-            value = [b for _, f in entries for kv in f.items() for b in kv]
-        out += [key, *(v for v in value if v)]
-    return b"\n".join(out)
 
 
 def observed(daemon: Daemon) -> int:

@@ -17,11 +17,11 @@ from pydantic import BaseModel, Field
 from daemon.api import feed
 from daemon.api.errors import APIError
 from daemon.api.feed import Event
+from daemon.api.tenancy import tenant
 from daemon.consolidation import AlreadyRunning, Phase
 from daemon.engine.adapters import (
     AdapterInvalid,
     adapter_dir,
-    adapter_name,
     verify,
     versions_on_disk,
 )
@@ -96,6 +96,7 @@ class RedisStatus(BaseModel):
 
 
 class Status(BaseModel):
+    tenant: str
     served_model_name: str
     active_adapter: str | None
     active_version: int | None
@@ -121,24 +122,25 @@ class Started(BaseModel):
 
 @router.get("/status", response_model=Status)
 async def status(request: Request) -> Status:
-    svc = services(request)
+    svc, own = services(request), tenant(request)
     try:
-        redis_ok = await svc.store.ping()
-        facts, passages = await svc.store.count_facts(), await svc.store.count_passages()
+        redis_ok = await own.store.ping()
+        facts, passages = await own.store.count_facts(), await own.store.count_passages()
     except Exception:
         redis_ok, facts, passages = False, -1, -1
-    active = svc.swapper.active
+    active = own.swapper.active
     return Status(
+        tenant=own.name,
         served_model_name=svc.settings.served_model_name,
         active_adapter=active.name if active else None,
         active_version=active.version if active else None,
-        loaded_adapters=sorted(svc.swapper.loaded),
+        loaded_adapters=sorted(own.swapper.loaded),
         engine=engine_status(svc),
         consolidation=ConsolidationStatus(
-            state=svc.consolidator.phase.value,
-            run=svc.consolidator.run_id,
-            pid=svc.consolidator.pid,
-            enabled=svc.consolidator.enabled,
+            state=own.consolidator.phase.value,
+            run=own.consolidator.run_id,
+            pid=own.consolidator.pid,
+            enabled=own.consolidator.enabled,
             idle_for_s=round(svc.activity.idle_for(), 1),
             idle_after_s=svc.settings.consolidation.idle_after_s,
             in_flight=svc.activity.in_flight,
@@ -161,7 +163,7 @@ async def status(request: Request) -> Status:
 async def consolidations(
     request: Request, limit: int = Query(50, ge=1, le=1000)
 ) -> ConsolidationList:
-    return ConsolidationList(consolidations=await services(request).store.runs(limit))
+    return ConsolidationList(consolidations=await tenant(request).store.runs(limit))
 
 
 class EventList(BaseModel):
@@ -176,14 +178,14 @@ async def events(
     run: int | None = Query(None, description="only this run's events"),
 ) -> EventList:
     """The consolidation log, oldest first, a page at a time (live: /admin/events/stream)."""
-    out = await feed.page(services(request), after)
+    out = await feed.page(tenant(request).store, after)
     last = out[-1].id if out else after
     return EventList(events=[e for e in out if run is None or e.run == run], last_id=last)
 
 
 @router.get("/consolidations/{run_id}", response_model=Consolidation)
 async def consolidation(request: Request, run_id: int) -> Consolidation:
-    run = await services(request).store.run(run_id)
+    run = await tenant(request).store.run(run_id)
     if run is None:
         raise APIError(404, f"no consolidation {run_id}", param="run_id", code="run_not_found")
     return run
@@ -191,9 +193,8 @@ async def consolidation(request: Request, run_id: int) -> Consolidation:
 
 @router.post("/consolidate", response_model=Started, status_code=202)
 async def consolidate(request: Request) -> JSONResponse:
-    svc = services(request)
     try:
-        run_id = await svc.consolidator.start("operator")
+        run_id = await services(request).rotation.start(tenant(request).name, "operator")
     except AlreadyRunning as exc:
         raise APIError(409, str(exc), code="consolidation_running") from exc
     return JSONResponse(Started(run=run_id).model_dump(mode="json"), status_code=202)
@@ -222,11 +223,12 @@ class AdapterList(BaseModel):
 
 @router.get("/adapters", response_model=AdapterList)
 async def adapters(request: Request) -> AdapterList:
-    svc = services(request)
+    own = tenant(request)
+    adapters_dir = own.scope.adapters_dir
     out = []
-    for version in reversed(versions_on_disk(svc.settings.adapters_dir)):
-        path = adapter_dir(svc.settings.adapters_dir, version)
-        run = await svc.store.run(version)
+    for version in reversed(versions_on_disk(adapters_dir)):
+        path = adapter_dir(adapters_dir, version)
+        run = await own.store.run(version)
         try:
             manifest = await asyncio.to_thread(verify, path)
             created, facts_n, metrics, problem = (
@@ -239,14 +241,14 @@ async def adapters(request: Request) -> AdapterList:
         except AdapterInvalid as exc:
             created, facts_n, metrics, problem = None, None, {}, str(exc)
             statements = []
-        name = adapter_name(version)
+        name = own.scope.adapter_name(version)
         out.append(
             AdapterInfo(
                 version=version,
                 name=name,
                 path=str(path),
-                active=bool(svc.swapper.active and svc.swapper.active.version == version),
-                loaded=name in svc.swapper.loaded,
+                active=bool(own.swapper.active and own.swapper.active.version == version),
+                loaded=name in own.swapper.loaded,
                 state=run.state.value if run else None,
                 created_at=created,
                 facts=facts_n,
@@ -256,29 +258,30 @@ async def adapters(request: Request) -> AdapterList:
                 statements=statements,
             )
         )
-    active = svc.swapper.active
+    active = own.swapper.active
     return AdapterList(
         active=active.name if active else None,
         adapters=out,
-        last_promotion=svc.swapper.last_promotion,
+        last_promotion=own.swapper.last_promotion,
     )
 
 
 @router.post("/adapters/{version}/activate", response_model=AdapterList)
 async def activate(request: Request, version: int, force: bool = False) -> AdapterList:
     """Roll back (or forward) to an adapter on disk; one never passed needs ``force``."""
-    svc = services(request)
-    run = await svc.store.run(version)
+    own = tenant(request)
+    run = await own.store.run(version)
     if run is not None and run.state in (RunState.rejected, RunState.failed) and not force:
         why = "; ".join(run.reasons[:2]) or run.error or "no verdict"
-        raise APIError(409, f"mem-v{version} was {run.state.value}: {why}", code="adapter_rejected")
+        name = own.scope.adapter_name(version)
+        raise APIError(409, f"{name} was {run.state.value}: {why}", code="adapter_rejected")
     try:
-        await svc.swapper.promote(version)
+        await own.swapper.promote(version)
     except AdapterInvalid as exc:
         raise APIError(409, str(exc), code="adapter_invalid") from exc
     except EngineError as exc:
         raise APIError(502, str(exc), code="engine_refused_adapter") from exc
-    await svc.store.event(version, "activated", by="operator")
+    await own.store.event(version, "activated", by="operator")
     return await adapters(request)
 
 
@@ -289,13 +292,13 @@ class Paused(BaseModel):
 @router.post("/pause", response_model=Paused)
 async def pause(request: Request) -> Paused:
     """Stop starting consolidations on idle (a running one finishes)."""
-    services(request).consolidator.enabled = False
+    tenant(request).consolidator.enabled = False
     return Paused(enabled=False)
 
 
 @router.post("/resume", response_model=Paused)
 async def resume(request: Request) -> Paused:
-    services(request).consolidator.enabled = True
+    tenant(request).consolidator.enabled = True
     return Paused(enabled=True)
 
 

@@ -16,7 +16,8 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 from redis.exceptions import RedisError
 
-from daemon.services import Services
+from daemon.api.tenancy import tenant
+from daemon.memory.store import Store
 
 router = APIRouter(prefix="/admin")
 
@@ -43,8 +44,8 @@ def parse(event_id: str, fields: dict[str, str]) -> Event:
     )
 
 
-async def page(svc: Services, after: str, count: int = PAGE) -> list[Event]:
-    return [parse(i, f) for i, f in await svc.store.events(after, count=count)]
+async def page(store: Store, after: str, count: int = PAGE) -> list[Event]:
+    return [parse(i, f) for i, f in await store.events(after, count=count)]
 
 
 def sse(event: Event) -> str:
@@ -60,15 +61,15 @@ async def stream(
     last_event_id: str | None = Header(None),
 ) -> StreamingResponse:
     """Server-sent events: each consolidation event as it is written (a browser resumes by id)."""
-    svc: Services = request.app.state.services
-    start = last_event_id or after or await svc.store.last_event_id()
+    store = tenant(request).store
+    start = last_event_id or after or await store.last_event_id()
 
     async def events() -> AsyncIterator[str]:
         cursor, quiet = start, 0.0
         yield ": memoryd consolidation events\n\n"
         while not await request.is_disconnected():
             try:
-                got = await page(svc, cursor, PAGE)
+                got = await page(store, cursor, PAGE)
             except RedisError:
                 got = []  # Redis restarting: the feed resumes from the same id
             for event in got:

@@ -6,15 +6,10 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
 from daemon.api.errors import APIError
+from daemon.api.tenancy import tenant
 from daemon.memory.records import Fact, FactStatus, Passage
-from daemon.services import Services
 
 router = APIRouter(prefix="/admin")
-
-
-def services(request: Request) -> Services:
-    svc: Services = request.app.state.services
-    return svc
 
 
 class FactList(BaseModel):
@@ -42,7 +37,7 @@ async def passages(
     offset: int = Query(0, ge=0),
     status: FactStatus | None = None,
 ) -> PassageList:
-    svc = services(request)
+    svc = tenant(request)
     items = await svc.store.passages(limit=limit, offset=offset)
     if status:
         items = [p for p in items if p.status == status]
@@ -51,7 +46,7 @@ async def passages(
 
 @router.get("/passages/{passage_id}", response_model=PassageDetail)
 async def passage(request: Request, passage_id: str) -> PassageDetail:
-    store = services(request).store
+    store = tenant(request).store
     found = await store.passage(passage_id)
     if found is None:
         raise APIError(
@@ -64,7 +59,7 @@ async def passage(request: Request, passage_id: str) -> PassageDetail:
 async def forget_passage(request: Request, passage_id: str) -> PassageDetail:
     """Leave the passage and every statement read in it out of every future adapter."""
     found = await passage(request, passage_id)
-    await services(request).store.forget_passage(found, "forgotten by the operator")
+    await tenant(request).store.forget_passage(found, "forgotten by the operator")
     return await passage(request, passage_id)
 
 
@@ -76,7 +71,7 @@ async def facts(
     status: FactStatus | None = None,
     q: str | None = Query(None, description="only facts whose text contains this (any case)"),
 ) -> FactList:
-    svc = services(request)
+    svc = tenant(request)
     items = await svc.store.facts(limit=limit, offset=offset)
     if status:
         items = [f for f in items if f.status == status]
@@ -87,7 +82,7 @@ async def facts(
 
 @router.get("/facts/{fact_id}", response_model=Fact)
 async def fact(request: Request, fact_id: str) -> Fact:
-    found = await services(request).store.fact(fact_id)
+    found = await tenant(request).store.fact(fact_id)
     if found is None:
         raise APIError(404, f"no fact {fact_id}", param="fact_id", code="fact_not_found")
     return found
@@ -98,7 +93,7 @@ async def forget(request: Request, fact_id: str) -> Fact:
     """Leave the fact out of every future adapter: its sentence leaves its passage's teaching."""
     found = await fact(request, fact_id)
     reason = "forgotten by the operator"
-    await services(request).store.set_status([fact_id], FactStatus.forgotten, reason=reason)
+    await tenant(request).store.set_status([fact_id], FactStatus.forgotten, reason=reason)
     found.status, found.reason = FactStatus.forgotten, reason
     return found
 
@@ -116,7 +111,7 @@ async def unpin(request: Request, fact_id: str) -> Fact:
 
 async def _set_pinned(request: Request, fact_id: str, pinned: bool) -> Fact:
     found = await fact(request, fact_id)
-    await services(request).store.set_pinned(fact_id, pinned)
+    await tenant(request).store.set_pinned(fact_id, pinned)
     found.pinned = pinned
     return found
 
@@ -125,7 +120,7 @@ async def _set_pinned(request: Request, fact_id: str, pinned: bool) -> Fact:
 async def forget_matching(request: Request, body: ForgetMatching) -> FactList:
     """Forget every fact whose text contains ``match``."""
     reason = f"forgotten by the operator (matched {body.match!r})"
-    forgotten = await services(request).store.forget_matching(body.match, reason)
+    forgotten = await tenant(request).store.forget_matching(body.match, reason)
     if not forgotten:
         raise APIError(
             404, f"no fact to forget contains {body.match!r}", param="match", code="fact_not_found"

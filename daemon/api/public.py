@@ -28,11 +28,13 @@ from daemon.api.protocol import (
     ModelCard,
     ModelList,
 )
+from daemon.api.tenancy import tenant
 from daemon.engine.client import BASE_MODEL_NAME
 from daemon.engine.pool import NoEngine, Replica
 from daemon.engine.swap import UnknownModel
 from daemon.memory.observer import message_text
 from daemon.services import Services
+from daemon.tenants import Tenant
 
 log = logging.getLogger("memoryd.api")
 router = APIRouter(prefix="/v1")
@@ -74,12 +76,12 @@ def parse(model: type[CompletionBase], data: dict[str, Any]) -> CompletionBase:
 async def forward(
     request: Request, path: str, model: type[ChatCompletionRequest | CompletionRequest]
 ) -> Response:
-    svc = services(request)
+    svc, own = services(request), tenant(request)
     data = await read_json(request, svc.settings.server.max_body_bytes)
     parsed = parse(model, data)
     public_name = data["model"]
     try:
-        engine_name = await svc.swapper.resolve(public_name, lambda: texts_of(parsed))
+        engine_name = await own.swapper.resolve(public_name, lambda: texts_of(parsed))
     except UnknownModel:
         raise APIError(
             404, f"The model `{public_name}` does not exist.", param="model", code="model_not_found"
@@ -99,12 +101,13 @@ async def forward(
     data.pop("memoryd", None)  # memoryd's extension, not vLLM's
     served = Served(
         svc,
+        own,
         replica,
         public_name,
         engine_name,
         data,
         request.headers.get("x-conversation-id"),
-        wants_learning(request, parsed),
+        wants_learning(request, parsed) and svc.settings.tenant(own.name).learn,
     )
     timeout = svc.settings.server.upstream_timeout_s
     upstream = served.send(
@@ -203,6 +206,7 @@ class Served:
     def __init__(
         self,
         svc: Services,
+        own: Tenant,
         replica: Replica,
         public_name: str,
         engine_name: str,
@@ -210,11 +214,11 @@ class Served:
         explicit: str | None,
         learn: bool,
     ) -> None:
-        self.svc, self.public_name, self.engine_name = svc, public_name, engine_name
+        self.svc, self.own, self.public_name, self.engine_name = svc, own, public_name, engine_name
         self.replica, self.data, self.explicit, self.learn = replica, data, explicit, learn
         self.started = time.monotonic()
         svc.activity.begin()
-        svc.swapper.acquire(engine_name)
+        own.swapper.acquire(engine_name)
         replica.outstanding += 1
 
     async def send(
@@ -249,11 +253,11 @@ class Served:
         svc = self.svc
         svc.activity.end()
         self.replica.outstanding -= 1
-        await svc.swapper.release(self.engine_name)
+        await self.own.swapper.release(self.engine_name)
         svc.metrics.requests.labels(self.public_name, str(status)).inc()
         svc.metrics.latency.labels(self.public_name).observe(time.monotonic() - self.started)
         if self.learn and status == 200 and "messages" in self.data:
-            svc.observer.submit(self.data["messages"], self.explicit)
+            svc.observer.submit(self.data["messages"], self.explicit, self.own.store)
 
 
 def wants_learning(request: Request, parsed: CompletionBase) -> bool:
@@ -299,10 +303,10 @@ async def model(request: Request, model_id: str) -> JSONResponse:
 
 
 def cards(request: Request) -> list[ModelCard]:
-    """The names a request may use: the alias, the base model, every loaded adapter."""
-    svc = services(request)
+    """The names a request may use: the alias, the base model, its tenant's loaded adapters."""
+    svc, own = services(request), tenant(request)
     started = int(svc.started_at)
-    active = svc.swapper.active
+    active = own.swapper.active
     found = [
         ModelCard(
             id=svc.settings.served_model_name,
@@ -314,6 +318,6 @@ def cards(request: Request) -> list[ModelCard]:
     ]
     found += [
         ModelCard(id=a.name, created=int(a.created), root=str(a.path), parent=BASE_MODEL_NAME)
-        for a in sorted(svc.swapper.loaded.values(), key=lambda a: a.version)
+        for a in sorted(own.swapper.loaded.values(), key=lambda a: a.version)
     ]
     return found

@@ -10,11 +10,20 @@ import signal
 
 import typer
 
-from daemon.cli import memory, runs, serve
+from daemon.cli import memory, runs, serve, tenants
+from daemon.cli.common import TenantOpt, choose_tenant
 
 app = typer.Typer(
     help="memoryd: a chat daemon that consolidates recurring context into LoRA memory."
 )
+
+
+@app.callback()
+def options(tenant: str | None = TenantOpt) -> None:
+    """memoryd: a chat daemon that consolidates recurring context into LoRA memory."""
+    choose_tenant(tenant)
+
+
 app.command()(serve.serve)
 app.command()(runs.status)
 app.add_typer(memory.passages_app, name="passages")
@@ -25,6 +34,7 @@ app.command()(runs.consolidate)
 app.add_typer(runs.adapters_app, name="adapters")
 app.command()(runs.pause)
 app.command()(runs.resume)
+app.add_typer(tenants.tenant_app, name="tenant")
 
 
 def main() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -19,6 +20,24 @@ err = Console(stderr=True)
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config file (or MEMORYD_CONFIG)")
 JsonOpt = typer.Option(False, "--json", help="print JSON for scripts")
+TENANT_ENV = "MEMORYD_TENANT"
+TenantOpt = typer.Option(
+    None,
+    "--tenant",
+    "-t",
+    envvar=TENANT_ENV,
+    help="whose memory (default: the default tenant, or the admin token's own)",
+)
+
+
+def choose_tenant(tenant: str | None) -> None:
+    """``memoryd --tenant NAME ...``: the root option, handed to every command's admin client.
+
+    Kept in the process environment (the option's own variable), the one place
+    every command's client reads without each command taking the option.
+    """
+    if tenant:
+        os.environ[TENANT_ENV] = tenant
 
 
 def settings_or_exit(config: str | None) -> Settings:
@@ -38,6 +57,8 @@ def client(config: str | None) -> httpx.Client:
         if settings.server.admin_token
         else {}
     )
+    if tenant := os.environ.get(TENANT_ENV):
+        headers["X-Memoryd-Tenant"] = tenant
     return httpx.Client(
         base_url=f"http://{host}:{settings.server.port}", headers=headers, timeout=30
     )

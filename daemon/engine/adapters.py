@@ -28,8 +28,9 @@ class AdapterInvalid(Exception):
     """An adapter directory that must not be loaded."""
 
 
-def adapter_name(version: int) -> str:
-    return f"mem-v{version}"
+def adapter_name(version: int, tenant: str | None = None) -> str:
+    """``mem-vN`` for the default tenant, ``mem-<tenant>-vN`` for a named one (unique in vLLM)."""
+    return f"mem-{tenant}-v{version}" if tenant else f"mem-v{version}"
 
 
 def adapter_dir(adapters_dir: Path, version: int) -> Path:

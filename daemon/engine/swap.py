@@ -84,7 +84,10 @@ class Swapper:
         threshold: float = 0.5,
         embedder: Embedder | None = None,
         resident: int = 1,
+        tenant: str | None = None,
     ) -> None:
+        """``tenant``: a named tenant's adapters are ``mem-<tenant>-vN`` (None: ``mem-vN``)."""
+        self.tenant = tenant
         self.routing = routing
         self.threshold = threshold
         self.embedder = embedder or Embedder()
@@ -134,7 +137,7 @@ class Swapper:
     # --- control path ------------------------------------------------------
     async def _load_everywhere(self, version: int, laps: Laps | None = None) -> Loaded:
         laps = laps or Laps(Promotion(version=version))
-        name = adapter_name(version)
+        name = adapter_name(version, self.tenant)
         if resident := self.loaded.pop(name, None):
             self.loaded[name] = resident  # the most recently used now
             laps.lap("resident")
@@ -199,7 +202,7 @@ class Swapper:
 
     async def discard(self, version: int) -> None:
         """Unload a version that will not serve (loaded by a run for evaluation, then failed)."""
-        name = adapter_name(version)
+        name = adapter_name(version, self.tenant)
         if name in self.loaded:
             return
         for engine in self.engines:

@@ -131,7 +131,7 @@ class Observer:
         self.store = store
         self.lang = lang
         self.cfg = cfg
-        self.queue: asyncio.Queue[tuple[list[dict[str, Any]], str | None]] = asyncio.Queue(
+        self.queue: asyncio.Queue[tuple[list[dict[str, Any]], str | None, Store]] = asyncio.Queue(
             cfg.queue_size
         )
         self.stats = ObserverStats()
@@ -139,10 +139,15 @@ class Observer:
         self._task: asyncio.Task[None] | None = None
         self._failing = False
 
-    def submit(self, messages: list[dict[str, Any]], explicit: str | None) -> None:
-        """Queue a request's messages (as sent) and the conversation id its client gave."""
+    def submit(
+        self, messages: list[dict[str, Any]], explicit: str | None, store: Store | None = None
+    ) -> None:
+        """Queue a request's messages (as sent) and the conversation id its client gave.
+
+        ``store``: the memory of the request's tenant (default: the default tenant's).
+        """
         try:
-            self.queue.put_nowait((messages, explicit))
+            self.queue.put_nowait((messages, explicit, store or self.store))
         except asyncio.QueueFull:
             self.stats.dropped += 1
 
@@ -161,13 +166,15 @@ class Observer:
 
     async def _work(self) -> None:
         while True:
-            messages, explicit = await self.queue.get()
+            messages, explicit, store = await self.queue.get()
             try:
-                await self._observe(messages, explicit)
+                await self._observe(messages, explicit, store)
             finally:
                 self.queue.task_done()
 
-    async def _observe(self, messages: list[dict[str, Any]], explicit: str | None) -> None:
+    async def _observe(
+        self, messages: list[dict[str, Any]], explicit: str | None, store: Store
+    ) -> None:
         """Record one request, retrying while Redis is unreachable (a restart takes seconds).
 
         The write is one transaction, so a retry never counts an observation twice.
@@ -178,8 +185,8 @@ class Observer:
         delay = 0.2
         while True:
             try:
-                obs = await observe(self.store, self.lang, messages, key, self.cfg)
-                await self.store.record(obs, self.cfg.questions_kept)
+                obs = await observe(store, self.lang, messages, key, self.cfg)
+                await store.record(obs, self.cfg.questions_kept)
             except (RedisConnectionError, RedisTimeoutError, OSError):
                 if not self._failing:  # once per outage, not once per request
                     log.warning("Redis unreachable; retrying observations", exc_info=True)
