@@ -23,9 +23,10 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from daemon.config import ObserverConfig
 from daemon.memory.language import Language
 from daemon.memory.passages import split_passages, statements
+from daemon.memory.recording import Observation, ObservedPassage
 from daemon.memory.redact import MARKER, redact_counted
 from daemon.memory.segment import fact_id
-from daemon.memory.store import Observation, ObservedPassage, Store
+from daemon.memory.store import Store
 
 log = logging.getLogger("memoryd.observer")
 
