@@ -39,6 +39,19 @@ def vllm_command(cfg: EngineConfig, model_dir: Path) -> list[str]:
     return cmd + cfg.extra_args
 
 
+def cpu_share(replica: int, replicas: int) -> str:
+    """The cores replica ``replica`` of ``replicas`` binds its threads to (CPU builds).
+
+    vLLM's CPU backend binds each server's threads as if it were alone, so
+    every replica's compute would share the same core. Each gets its own slice
+    of this process's cores instead (GPU builds ignore the variable).
+    """
+    cores = sorted(os.sched_getaffinity(0))
+    size = max(1, len(cores) // replicas)
+    mine = cores[replica * size : (replica + 1) * size] or [cores[replica % len(cores)]]
+    return ",".join(str(c) for c in mine)
+
+
 class ManagedEngine(Supervisor):
     """One vLLM child on a loopback port, ready when it answers GET /health.
 
@@ -51,11 +64,18 @@ class ManagedEngine(Supervisor):
     ) -> None:
         cfg = cfg.model_copy(update={"port": cfg.port + replica})
         self.client = EngineClient(f"http://127.0.0.1:{cfg.port}")
-        kvcache = os.environ.get("VLLM_CPU_KVCACHE_SPACE", str(cfg.cpu_kvcache_gib))
+        env = {
+            "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
+            "VLLM_CPU_KVCACHE_SPACE": os.environ.get(
+                "VLLM_CPU_KVCACHE_SPACE", str(cfg.cpu_kvcache_gib)
+            ),
+        }
+        if cfg.replicas > 1 and "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
+            env["VLLM_CPU_OMP_THREADS_BIND"] = cpu_share(replica, cfg.replicas)
         command = Command(
             name=f"vLLM-{replica}" if replica else "vLLM",
             argv=vllm_command(cfg, model_dir),
-            env={"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "VLLM_CPU_KVCACHE_SPACE": kvcache},
+            env=env,
             log_file=logs_dir / (f"vllm-{replica}.log" if replica else "vllm.log"),
             log_rotation=Rotation(int(cfg.log_max_mib * 2**20), cfg.log_keep),
             stop_grace_s=30.0,
