@@ -320,8 +320,18 @@ class Settings(BaseSettings):
         return own.model_copy(update={"api_keys": [*self.server.api_keys, *own.api_keys]})
 
     def api_key_tenants(self) -> dict[str, str]:
-        """API key -> its tenant; empty: /v1 is open and everything is the default tenant's."""
-        return {k: name for name in self.tenant_names() for k in self.tenant(name).api_keys}
+        """API key -> its tenant; empty: /v1 is open and everything is the default tenant's.
+
+        Read on every chat request (SIGHUP may change the keys): no model copies.
+        """
+        found = dict.fromkeys(self.server.api_keys, DEFAULT_TENANT)
+        found.update({k: name for name, t in self.tenants.items() for k in t.api_keys})
+        return found
+
+    def learns(self, name: str) -> bool:
+        """Whether what tenant ``name`` sends is observed (its ``learn``)."""
+        own = self.tenants.get(name)
+        return own.learn if own else True
 
     def admin_tokens(self) -> dict[str, str | None]:
         """Admin token -> its tenant, or None for the operator's (every tenant)."""

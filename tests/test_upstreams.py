@@ -105,10 +105,8 @@ def upstream(model_dir: Path, tmp_path: Path) -> Iterator[Upstream]:
     engine.stop()
 
 
-def test_restarted_upstream_serves_the_memory_model_again(
-    upstream: Upstream, model_dir: Path, tmp_path: Path
-) -> None:
-
+def serving_a_lora(model_dir: Path, tmp_path: Path, **overrides: str) -> Daemon:
+    """A started daemon with adapter v1 on disk, routing every request to it once active."""
     state = tmp_path / "state"
     write_lora(state / "adapters", 1, model_dir)
     env, port = daemon_env(
@@ -118,11 +116,22 @@ def test_restarted_upstream_serves_the_memory_model_again(
         # No idle tick: this adapter carries no facts, and a daemon idle for a minute would
         # find its memory empty and serve the base model.
         consolidation__idle_after_s="100000",
-        engine__upstreams=json.dumps([f"http://127.0.0.1:{upstream.port}"]),
-        engine__health_interval_s=str(HEALTH_INTERVAL_S),
+        **overrides,
     )
     daemon = Daemon(state, port, env)
     daemon.start()
+    return daemon
+
+
+def test_restarted_upstream_serves_the_memory_model_again(
+    upstream: Upstream, model_dir: Path, tmp_path: Path
+) -> None:
+    daemon = serving_a_lora(
+        model_dir,
+        tmp_path,
+        engine__upstreams=json.dumps([f"http://127.0.0.1:{upstream.port}"]),
+        engine__health_interval_s=str(HEALTH_INTERVAL_S),
+    )
     try:
         daemon.admin("POST", "/admin/adapters/1/activate").raise_for_status()
         chat = daemon.admin("POST", "/v1/chat/completions", json=ASK)
@@ -158,17 +167,7 @@ def models_on(url: str) -> set[str]:
 def test_a_killed_replica_costs_no_request_and_comes_back_with_the_adapter(
     model_dir: Path, tmp_path: Path
 ) -> None:
-    state = tmp_path / "state"
-    write_lora(state / "adapters", 1, model_dir)
-    env, port = daemon_env(
-        state,
-        model_dir,
-        routing="always",
-        consolidation__idle_after_s="100000",
-        engine__replicas="2",
-    )
-    daemon = Daemon(state, port, env)
-    daemon.start()
+    daemon = serving_a_lora(model_dir, tmp_path, engine__replicas="2")
     answered: list[str] = []
     failures: list[str] = []
     stop = threading.Event()

@@ -107,7 +107,7 @@ async def forward(
         engine_name,
         data,
         request.headers.get("x-conversation-id"),
-        wants_learning(request, parsed) and svc.settings.tenant(own.name).learn,
+        wants_learning(request, parsed) and svc.settings.learns(own.name),
     )
     timeout = svc.settings.server.upstream_timeout_s
     upstream = served.send(
