@@ -35,6 +35,7 @@ from daemon.engine.swap import Swapper
 from daemon.memory.records import Consolidation, FactStatus, RunState, now
 from daemon.memory.store import Store, fingerprint
 from daemon.metrics import Metrics
+from daemon.retirement import retire
 from daemon.scope import Scope
 from daemon.supervisor import Child, Command
 
@@ -252,6 +253,7 @@ class Consolidator:
         await self.store.set_passage_status(passages, FactStatus.consolidated, run.id)
         run.metrics["promote_seconds"] = round(now() - started, 3)
         await self.store.transition(run, RunState.promoted, detail={"adapter": run.adapter})
+        await retire(self.scope, self.store, self.swapper)  # the ones it replaces
 
     async def recover(self) -> bool:
         """Settle runs no worker holds a claim on (their daemon or consolidator died).

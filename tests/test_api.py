@@ -14,8 +14,9 @@ from typing import Any
 import httpx
 import openai
 import pytest
+import redis
 
-from tests.harness import Daemon, metric
+from tests.harness import Daemon, metric, redis_bytes
 
 
 def test_systemd_notifications(daemon: Daemon, notify_socket: socket.socket) -> None:
@@ -217,7 +218,26 @@ def test_forget_by_matching_text(daemon: Daemon) -> None:
     assert done.returncode == 0, done.stderr
     forgotten = json.loads(done.stdout)["forgotten"]
     assert [f["text"] for f in forgotten] == [fact]
-    assert forgotten[0]["status"] == "forgotten" and "QUARRY lane" in forgotten[0]["reason"]
+    assert forgotten[0]["status"] == "forgotten"
+    assert forgotten[0]["reason"] == "forgotten by the operator"  # the match is not recorded
+    # Its words left Redis: the fact keeps its id and status, its passage lost the sentence.
+    stored = redis_bytes(redis.Redis(unix_socket_path=str(daemon.state_dir / "redis/redis.sock")))
+    assert b"telescopes" not in stored and forgotten[0]["id"].encode() in stored
+    record = daemon.admin("GET", f"/admin/facts/{forgotten[0]['id']}").json()
+    assert record["status"] == "forgotten" and record["text"] == ""
+    # Said again, it is not stored again.
+    observed = daemon_status(daemon)["observer"]["observed"]
+    daemon.openai().chat.completions.create(
+        model="memoryd",
+        messages=[{"role": "system", "content": fact}, {"role": "user", "content": "Hi?"}],
+        max_tokens=4,
+    )
+    deadline = time.monotonic() + 20
+    while daemon_status(daemon)["observer"]["observed"] == observed:
+        assert time.monotonic() < deadline, "the request was not observed"
+        time.sleep(0.3)
+    stored = redis_bytes(redis.Redis(unix_socket_path=str(daemon.state_dir / "redis/redis.sock")))
+    assert b"telescopes" not in stored
     again = daemon.cli("forget", "--match", "quarry lane")
     assert again.returncode == 1 and "no fact to forget" in again.stderr
     short = daemon.admin("POST", "/admin/facts/forget", json={"match": "ab"})

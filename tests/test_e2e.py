@@ -28,7 +28,9 @@ from tests.harness import (
     SMALL_RECIPE,
     Daemon,
     deliver_recurring,
+    planted_in,
     reconfigured,
+    rewrite_aof,
     wait_for_run,
 )
 
@@ -285,9 +287,14 @@ def test_adapters_rollback_and_corrupt_copy_refused(learner: Daemon, config: Pat
     fact_id = next(
         f["id"] for f in learner.admin("GET", "/admin/facts").json()["facts"] if f["text"] == text
     )
-    forgot = learner.cli("facts", "forget", fact_id)
+    forgot = learner.cli("facts", "forget", fact_id, "--json")
     assert forgot.returncode == 0, forgot.stderr
     assert learner.admin("GET", f"/admin/facts/{fact_id}").json()["status"] == "forgotten"
+    # v1 holds it and does not serve: deleted at once. v3 serves until a replacement is promoted.
+    retirement = json.loads(forgot.stdout)["retirement"]
+    assert retirement == {"retired": ["mem-v1"], "serving": "mem-v3", "until_replaced": "mem-v3"}
+    assert not (learner.state_dir / "adapters" / "v1").exists()
+    assert "mem-v1" not in {m.id for m in learner.openai().models.list().data}
 
     # The operator starts one at once (a small recipe: what it learns was shown above;
     # here it is what it is trained on).
@@ -311,3 +318,17 @@ def test_adapters_rollback_and_corrupt_copy_refused(learner: Daemon, config: Pat
     assert all(k.lower() in trained for t, _, k in FACTS if t != text)
     assert not knows(ask(learner, question, "mem-v2"), expected)
     assert not knows(ask(learner, question), expected)
+    # v3 held it: retired once v2 replaced it. Nothing in the state directory still has it.
+    assert sorted(p.name for p in (learner.state_dir / "adapters").iterdir()) == ["v2"]
+    rewrite_aof(learner.state_dir)
+    assert planted_in(learner.state_dir, [text, expected]) == []
+
+    # With --now the serving adapter goes at once: no clean adapter is left, the base model serves.
+    other = next(f for f in learner.admin("GET", "/admin/facts").json()["facts"] if f["text"])
+    now = learner.cli("facts", "forget", other["id"], "--now", "--json")
+    assert now.returncode == 0, now.stderr
+    retirement = json.loads(now.stdout)["retirement"]
+    assert retirement == {"retired": ["mem-v2"], "serving": None, "until_replaced": None}
+    assert learner.admin("GET", "/admin/status").json()["active_adapter"] is None
+    assert not (learner.state_dir / "adapters" / "v2").exists()
+    assert ask(learner, question) == ask(learner, question, "base")

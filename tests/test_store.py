@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+from redis import Redis as SyncRedis
+
 from daemon.config import ObserverConfig
 from daemon.memory.language import Language
 from daemon.memory.observer import observe
@@ -11,6 +13,7 @@ from daemon.memory.records import FactStatus, RunState
 from daemon.memory.segment import fact_id
 from daemon.memory.store import Store, connect, fingerprint
 from tests.conftest import RedisServer
+from tests.harness import redis_bytes
 
 LANG = Language()
 
@@ -219,3 +222,55 @@ async def test_forget_matching_text(redis_server: RedisServer) -> None:
     assert await store.active_ids([fact_id(t) for t in texts]) == [fact_id(texts[2])]
     assert await store.forget_matching("port elsmere", "operator") == []
     await redis.aclose()
+
+
+async def test_forgetting_leaves_no_word_in_redis(redis_server: RedisServer) -> None:
+    redis = connect(redis_server.url)
+    store = Store(redis, "t")
+    doc = (
+        "The Ferrow Institute repairs tide clocks. Its workshop is in Brackenholt.\n\n"
+        "The institute was founded by Maren Oakes in 1911."
+    )
+    other = "The Quillan ferry leaves Brackenholt at dawn."
+    for i in range(3):
+        await seen(store, f"c{i}", doc, "Where is the Ferrow Institute's workshop?")
+    await seen(store, "c9", other)
+    [(passage, facts)] = await store.eligible(3)
+    founded = next(f for f in facts if "1911" in f.text)
+    # A run rejected over the passage quotes it; the log repeats it.
+    run = await store.new_run("idle", "f")
+    run.passage_ids = [passage.id]
+    await store.transition(run, RunState.running)
+    reason = f"passage {passage.id} ({facts[0].text[:60]}): held-out 0.10 below the base 0.20"
+    await store.transition(run, RunState.rejected, reasons=[reason])
+
+    await store.forget_facts([founded], "operator")
+    dump = await everything(store)
+    assert "Maren Oakes" not in dump and "1911" not in dump
+    assert "Brackenholt" in dump  # the rest of the passage stays
+    assert (await store.fact(founded.id)).status == FactStatus.forgotten  # type: ignore[union-attr]
+
+    await store.forget_passage(passage, "operator")
+    dump = await everything(store)
+    assert "Ferrow" not in dump and "tide clocks" not in dump and "workshop" not in dump
+    assert "Quillan ferry" in dump
+    rejected = await store.run(run.id)
+    assert rejected is not None and rejected.state == RunState.rejected
+    assert rejected.reasons == [
+        f"passage {passage.id} ([forgotten]): held-out 0.10 below the base 0.20"
+    ]
+    # Said again, in a conversation of its own or inside a longer document: not stored again.
+    await seen(store, "c4", doc, "Who founded the Ferrow Institute?")
+    await seen(store, "c5", doc + "\n\nIt also mends barometers.")
+    dump = await everything(store)
+    assert "Ferrow" not in dump and "Maren Oakes" not in dump
+    assert "barometers" in dump
+    await redis.aclose()
+
+
+async def everything(store: Store) -> str:
+    """Every key and value Redis holds, as text."""
+    raw = redis_bytes(
+        SyncRedis(unix_socket_path=store.redis.connection_pool.connection_kwargs["path"])
+    )
+    return raw.decode(errors="replace")

@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field
 from daemon.api.errors import APIError
 from daemon.api.tenancy import tenant
 from daemon.memory.records import Fact, FactStatus, Passage
+from daemon.retirement import Retired, retire
 
 router = APIRouter(prefix="/admin")
 
@@ -28,6 +29,33 @@ class PassageDetail(Passage):
 
 class ForgetMatching(BaseModel):
     match: str = Field(min_length=3, description="text the facts to forget contain (any case)")
+    now: bool = Field(False, description="retire the serving adapter at once if it holds them")
+
+
+class ForgottenFact(Fact):
+    retirement: Retired
+
+
+class ForgottenPassage(PassageDetail):
+    retirement: Retired
+
+
+class ForgottenFacts(FactList):
+    retirement: Retired
+
+
+NOW = Query(
+    False,
+    description="retire the serving adapter at once if it holds what is forgotten "
+    "(the previous clean adapter or the base model serves); by default it serves "
+    "until the next consolidation's adapter replaces it",
+)
+REASON = "forgotten by the operator"
+
+
+async def _retire(request: Request, now: bool) -> Retired:
+    own = tenant(request)
+    return await retire(own.scope, own.store, own.swapper, now)
 
 
 @router.get("/passages", response_model=PassageList)
@@ -55,12 +83,14 @@ async def passage(request: Request, passage_id: str) -> PassageDetail:
     return PassageDetail(**found.model_dump(), facts=await store.facts_by_id(found.fact_ids))
 
 
-@router.delete("/passages/{passage_id}", response_model=PassageDetail)
-async def forget_passage(request: Request, passage_id: str) -> PassageDetail:
-    """Leave the passage and every statement read in it out of every future adapter."""
+@router.delete("/passages/{passage_id}", response_model=ForgottenPassage)
+async def forget_passage(request: Request, passage_id: str, now: bool = NOW) -> ForgottenPassage:
+    """Forget the passage and every statement read in it: their words leave Redis, and
+    every adapter holding them is deleted."""
     found = await passage(request, passage_id)
-    await tenant(request).store.forget_passage(found, "forgotten by the operator")
-    return await passage(request, passage_id)
+    await tenant(request).store.forget_passage(found, REASON)
+    retired = await _retire(request, now)
+    return ForgottenPassage(**(await passage(request, passage_id)).model_dump(), retirement=retired)
 
 
 @router.get("/facts", response_model=FactList)
@@ -88,14 +118,14 @@ async def fact(request: Request, fact_id: str) -> Fact:
     return found
 
 
-@router.delete("/facts/{fact_id}", response_model=Fact)
-async def forget(request: Request, fact_id: str) -> Fact:
-    """Leave the fact out of every future adapter: its sentence leaves its passage's teaching."""
+@router.delete("/facts/{fact_id}", response_model=ForgottenFact)
+async def forget(request: Request, fact_id: str, now: bool = NOW) -> ForgottenFact:
+    """Forget the fact: its words leave Redis and its passage's teaching, and every adapter
+    holding it is deleted."""
     found = await fact(request, fact_id)
-    reason = "forgotten by the operator"
-    await tenant(request).store.set_status([fact_id], FactStatus.forgotten, reason=reason)
-    found.status, found.reason = FactStatus.forgotten, reason
-    return found
+    if found.status != FactStatus.forgotten:
+        await tenant(request).store.forget_facts([found], REASON)
+    return ForgottenFact(**found.model_dump(), retirement=await _retire(request, now))
 
 
 @router.put("/facts/{fact_id}/pin", response_model=Fact)
@@ -116,13 +146,13 @@ async def _set_pinned(request: Request, fact_id: str, pinned: bool) -> Fact:
     return found
 
 
-@router.post("/facts/forget", response_model=FactList)
-async def forget_matching(request: Request, body: ForgetMatching) -> FactList:
-    """Forget every fact whose text contains ``match``."""
-    reason = f"forgotten by the operator (matched {body.match!r})"
-    forgotten = await tenant(request).store.forget_matching(body.match, reason)
+@router.post("/facts/forget", response_model=ForgottenFacts)
+async def forget_matching(request: Request, body: ForgetMatching) -> ForgottenFacts:
+    """Forget every fact whose text contains ``match`` (the match is not recorded)."""
+    forgotten = await tenant(request).store.forget_matching(body.match, REASON)
     if not forgotten:
         raise APIError(
             404, f"no fact to forget contains {body.match!r}", param="match", code="fact_not_found"
         )
-    return FactList(total=len(forgotten), facts=forgotten)
+    retired = await _retire(request, body.now)
+    return ForgottenFacts(total=len(forgotten), facts=forgotten, retirement=retired)

@@ -124,7 +124,7 @@ async def matching_facts(request: Request, q: str) -> list[Fact]:
 
 @router.post("/facts/{fact_id}/forget", response_class=HTMLResponse)
 async def forget(request: Request, fact_id: str) -> HTMLResponse:
-    return render(request, "_fact_row.html", f=await memory.forget(request, fact_id))
+    return render(request, "_fact_row.html", f=await memory.forget(request, fact_id, now=False))
 
 
 @router.post("/facts/{fact_id}/pin", response_class=HTMLResponse)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 from rich.table import Table
 
@@ -69,15 +71,39 @@ def passage_show(passage_id: str, config: str | None = ConfigOpt, as_json: bool 
         console.print(f"asked: {q}", markup=False)
 
 
+NowOpt = typer.Option(
+    False,
+    "--now",
+    help="retire the serving adapter at once if it holds it (the previous clean adapter or "
+    "the base model serves); otherwise it serves until the next consolidation replaces it",
+)
+
+
 @passages_app.command("forget")
 def passage_forget(
-    passage_id: str, config: str | None = ConfigOpt, as_json: bool = JsonOpt
+    passage_id: str,
+    now: bool = NowOpt,
+    config: str | None = ConfigOpt,
+    as_json: bool = JsonOpt,
 ) -> None:
-    """Leave a passage and its statements out of every future adapter."""
-    data = call(config, "DELETE", f"/admin/passages/{passage_id}")
+    """Forget a passage and its statements: their words leave Redis and every adapter."""
+    data = call(config, "DELETE", f"/admin/passages/{passage_id}?now={str(now).lower()}")
     if as_json:
         return dump(data)
     console.print(f"forgot passage {data['id']} and {len(data['facts'])} statements")
+    print_retirement(data["retirement"])
+
+
+def print_retirement(retirement: dict[str, Any]) -> None:
+    if retirement["retired"]:
+        console.print(f"retired {', '.join(retirement['retired'])}", markup=False)
+    if retirement["until_replaced"]:
+        console.print(
+            f"{retirement['until_replaced']} holds it and serves until the next consolidation "
+            "replaces it (--now: retire it at once)",
+            markup=False,
+        )
+    console.print(f"serving {retirement['serving'] or 'the base model'}", markup=False)
 
 
 facts_app = typer.Typer(help="Facts: the statements read in passages.")
@@ -135,18 +161,22 @@ MatchOpt = typer.Option(None, "--match", help="forget every fact containing this
 def fact_forget(
     fact_id: str | None = typer.Argument(None),
     match: str | None = MatchOpt,
+    now: bool = NowOpt,
     config: str | None = ConfigOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Leave a fact (FACT_ID, or every fact matching --match TEXT) out of every future adapter."""
+    """Forget a fact (FACT_ID, or every fact matching --match TEXT): its words leave Redis and
+    every adapter."""
     if (fact_id is None) == (match is None):
         err.print("give a FACT_ID or --match TEXT (one of them)")
         raise typer.Exit(2)
     if fact_id is not None:
-        facts = [call(config, "DELETE", f"/admin/facts/{fact_id}")]
+        data = call(config, "DELETE", f"/admin/facts/{fact_id}?now={str(now).lower()}")
+        facts, retirement = [data], data["retirement"]
     else:
-        facts = call(config, "POST", "/admin/facts/forget", {"match": match})["facts"]
+        data = call(config, "POST", "/admin/facts/forget", {"match": match, "now": now})
+        facts, retirement = data["facts"], data["retirement"]
     if as_json:
-        return dump({"forgotten": facts})
-    for f in facts:
-        console.print(f"forgot {f['id']}: {f['text']}")
+        return dump({"forgotten": facts, "retirement": retirement})
+    console.print(f"forgot {', '.join(f['id'] for f in facts)}", markup=False)
+    print_retirement(retirement)

@@ -205,11 +205,15 @@ class Swapper:
         name = adapter_name(version, self.tenant)
         if name in self.loaded:
             return
-        for engine in self.engines:
-            try:
-                await engine.unload_adapter(name)
-            except Exception:
-                log.warning("unloading %s failed", name, exc_info=True)
+        await self._unload_everywhere(name)
+
+    async def drop(self, version: int) -> None:
+        """Stop serving ``version`` by any name; unload it once its requests finish."""
+        name = adapter_name(version, self.tenant)
+        self.loaded.pop(name, None)
+        async with self._drained:
+            await self._drained.wait_for(lambda: self.in_flight[name] == 0)
+        await self._unload_everywhere(name)  # loaded for an evaluation, perhaps
 
     def _unload_later(self, name: str) -> None:
         task = asyncio.create_task(self._unload_when_drained(name), name=f"unload-{name}")
@@ -224,6 +228,9 @@ class Swapper:
         if name in list(self.loaded)[-self.resident - 1 :]:
             return  # used again meanwhile: among the resident ones now
         self.loaded.pop(name, None)
+        await self._unload_everywhere(name)
+
+    async def _unload_everywhere(self, name: str) -> None:
         for engine in self.engines:
             try:
                 await engine.unload_adapter(name)

@@ -325,5 +325,5 @@ def _fields(run_id: int, step: str, detail: dict[str, object]) -> Fields:
         "run": run_id,
         "step": step,
         "at": f"{now():.3f}",
-        "detail": json.dumps(detail, default=str),
+        "detail": json.dumps(detail, default=str, ensure_ascii=False),
     }

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable
 from typing import NamedTuple
 
 from redis.asyncio import Redis
@@ -83,9 +84,11 @@ class Recording(RunLog):
         active fact about the same resolved subject replaces it (the older one
         is marked replaced, both keep their records).
         """
-        if not obs.passages:
+        forgotten = await self._forgotten(self.keys.passage, [p.id for p in obs.passages])
+        observed = [p for p in obs.passages if p.id not in forgotten]
+        if not observed:
             return
-        known = [p for p in obs.passages if p.statements is None]
+        known = [p for p in observed if p.statements is None]
         pipe = self.redis.pipeline(transaction=False)
         for p in known:
             pipe.lrange(self.keys.passage(p.id, "facts"), 0, -1)
@@ -95,15 +98,22 @@ class Recording(RunLog):
         }
         new_facts: dict[str, list[Resolved]] = {}
         replaced: list[tuple[str, str]] = []
-        for p in obs.passages:
+        texts: dict[str, str] = {}
+        for p in observed:
             if p.statements is not None:
-                new_facts[p.id], pairs = await self._resolve(p.statements)
+                resolved, pairs = await self._resolve(p.statements)
+                gone = await self._forgotten(self.keys.fact, [r.fid for r in resolved])
+                new_facts[p.id] = [r for r in resolved if r.fid not in gone]
                 replaced.extend(pairs)
+                # A forgotten statement restated in a new passage is not stored again.
+                for r in resolved:
+                    if r.fid in gone:
+                        texts[p.id] = texts.get(p.id, p.text).replace(r.source, "")
         ts = now()
         pipe = self.redis.pipeline(transaction=True)
-        for p in obs.passages:
+        for p in observed:
             key = self.keys.passage(p.id)
-            pipe.hsetnx(key, "text", p.text)
+            pipe.hsetnx(key, "text", texts.get(p.id, p.text))
             pipe.hsetnx(key, "first_seen", ts)
             pipe.hsetnx(key, "status", FactStatus.pending.value)
             pipe.hsetnx(key, "redacted", p.text.count(MARKER))
@@ -183,6 +193,20 @@ class Recording(RunLog):
             known[fid] = new
             resolved.append(Resolved(fid, e.text, e.source, variant=False))
         return resolved, replaced
+
+    async def _forgotten(self, key_of: Callable[[str], str], ids: list[str]) -> set[str]:
+        """Those of ``ids`` (passages or facts, by ``key_of``) forgotten: never written again."""
+        pipe = self.redis.pipeline(transaction=False)
+        for one in ids:
+            pipe.hget(key_of(one), "status")
+        statuses = await pipe.execute() if ids else []
+        return {i for i, st in zip(ids, statuses, strict=True) if st == FactStatus.forgotten.value}
+
+    def unlearn(self, fids: set[str]) -> None:
+        """Forgotten facts are no longer compared with new statements."""
+        if self._statements is not None:
+            for fid in fids:
+                self._statements.pop(fid, None)
 
     async def active_ids(self, fids: list[str]) -> list[str]:
         """Those of ``fids`` still pending or consolidated."""

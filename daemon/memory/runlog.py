@@ -1,13 +1,20 @@
 """The consolidation log as read back: runs, their events, the active adapter version.
 
 Runs are created and change state only through daemon.memory.lifecycle, which
-also writes the events. Its keys are named in daemon.contract.Keys.
+also writes the events. Its keys are named in daemon.contract.Keys. What was
+forgotten leaves the log too (``scrub``): a run's reasons name a passage by its
+first words, and the events repeat them.
 """
 
 from __future__ import annotations
 
-from daemon.memory.lifecycle import Lifecycle
+import re
+
+from daemon.memory.lifecycle import EVENTS_MAXLEN, Lifecycle
 from daemon.memory.records import Consolidation
+
+QUOTED = 40  # a reason quotes a passage by its first 60 characters; 40 of them identify it
+FORGOTTEN = "[forgotten]"
 
 
 class RunLog(Lifecycle):
@@ -47,3 +54,21 @@ class RunLog(Lifecycle):
 
     async def set_last_attempt(self, fingerprint: str) -> None:
         await self.redis.set(self.keys.last_attempt, fingerprint)
+
+    # --- forgetting ------------------------------------------------------------
+    async def scrub(self, texts: list[str]) -> None:
+        """Delete the events that quote any of ``texts``; blank the quote in runs' reasons."""
+        quotes = [t[:QUOTED] for t in texts if t.strip()]
+        if not quotes:
+            return
+        quoted = re.compile("|".join(re.escape(q) + r"[^)\"]*" for q in quotes))
+        events = await self.events(count=EVENTS_MAXLEN * 2)
+        doomed = [i for i, f in events if any(quoted.search(v) for v in f.values())]
+        if doomed:
+            await self.redis.xdel(self.keys.events, *doomed)
+        for run in await self.runs(limit=100_000):
+            raw = run.model_dump_json()
+            if quoted.search(raw):
+                run.reasons = [quoted.sub(FORGOTTEN, r) for r in run.reasons]
+                run.error = quoted.sub(FORGOTTEN, run.error) if run.error else None
+                await self.redis.set(self.keys.run(run.id), run.model_dump_json())

@@ -181,11 +181,50 @@ class Store(Recording):
         await self._set_status(self.keys.passage, pids, status, version, reason)
 
     async def forget_passage(self, passage: Passage, reason: str) -> None:
-        """The passage and every statement read in it leave every future adapter."""
-        await self.set_passage_status([passage.id], FactStatus.forgotten, reason=reason)
-        await self.set_status(
-            await self.active_ids(passage.fact_ids), FactStatus.forgotten, reason=reason
-        )
+        """The passage and every statement read in it leave memory: their words leave Redis."""
+        facts = await self.facts_by_id(passage.fact_ids)
+        await self.forget_facts([f for f in facts if f.status != FactStatus.forgotten], reason)
+        pipe = self.redis.pipeline(transaction=True)
+        key = self.keys.passage(passage.id)
+        pipe.hset(key, mapping={"status": FactStatus.forgotten.value, "reason": reason, "text": ""})
+        pipe.delete(self.keys.passage(passage.id, "questions"))
+        await pipe.execute()
+        await self.scrub([passage.text])
+
+    async def forget_facts(self, facts: list[Fact], reason: str) -> None:
+        """Forgotten, and their words gone from Redis.
+
+        A fact keeps its id (a hash), its status and its counts, so that it is
+        not learned again when it recurs; its text, its sentence as written,
+        the wordings merged into it and that sentence in every passage it was
+        read in are removed, and so are the log entries and run reasons that
+        quote it.
+        """
+        if not facts:
+            return
+        words = [w for f in facts for w in (f.text, f.source, *f.variants) if w]
+        ids = {f.id for f in facts}
+        pipe = self.redis.pipeline(transaction=True)
+        for f in facts:
+            mapping = {
+                "status": FactStatus.forgotten.value,
+                "reason": reason,
+                "text": "",
+                "source": "",
+            }
+            pipe.hset(self.keys.fact(f.id), mapping=mapping)  # type: ignore[arg-type]
+            pipe.delete(self.keys.fact(f.id, "variants"))
+        for p in await self.passages(limit=100_000):
+            if ids.intersection(p.fact_ids) and p.text:
+                text = p.text
+                for w in words:
+                    text = text.replace(w, "")
+                pipe.hset(self.keys.passage(p.id), "text", text)
+        await pipe.execute()
+        self.unlearn(ids)
+        for f in facts:  # as the caller last sees them
+            f.status, f.reason = FactStatus.forgotten, reason
+        await self.scrub(words)
 
     async def set_status(
         self,
@@ -225,9 +264,7 @@ class Store(Recording):
             for f in await self.facts_by_id(ids)
             if needle in f.text.casefold() and f.status != FactStatus.forgotten
         ]
-        await self.set_status([f.id for f in matched], FactStatus.forgotten, reason=reason)
-        for f in matched:
-            f.status, f.reason = FactStatus.forgotten, reason
+        await self.forget_facts(matched, reason)
         return matched
 
     async def set_pinned(self, fid: str, pinned: bool) -> None:
