@@ -33,7 +33,7 @@ from daemon.config import Settings, load_settings
 from daemon.contract import WorkerArgs
 from daemon.memory.records import RunState
 from daemon.memory.store import Store, connect
-from daemon.scope import Scope
+from daemon.scope import Scope, all_scopes
 from daemon.supervisor import Child, Command
 
 log = logging.getLogger("memoryd.worker")
@@ -112,13 +112,17 @@ async def queued(store: Store) -> list[int]:
 async def serve(settings: Settings, args: ServiceArgs, stop: asyncio.Event) -> None:
     """Take queued runs, one at a time, each tenant in turn, until ``stop`` is set."""
     redis = connect(args.redis_url, settings.redis)
-    scopes = [Scope.of(settings, name) for name in settings.tenant_names()]
-    stores = [(scope, Store(redis, scope.prefix)) for scope in scopes]
     log.info("worker taking consolidations from %s, engine %s", args.redis_url, args.engine_url)
     try:
         while not stop.is_set():
             took = False
-            for scope, store in stores:
+            try:  # end users' scopes appear as they are first used
+                scopes = await all_scopes(redis, settings)
+            except Exception as exc:  # Redis restarting: look again later
+                log.warning("cannot list the tenants' scopes: %s", exc)
+                scopes = []
+            for scope in scopes:
+                store = Store(redis, scope.prefix)
                 for run_id in (await queued(store))[:1]:
                     took = True
                     log.info("consolidation %s of tenant %s taken", run_id, scope.tenant)

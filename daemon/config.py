@@ -28,6 +28,12 @@ ENV_PREFIX = "MEMORYD_"
 CONFIG_ENV = "MEMORYD_CONFIG"
 DEFAULT_TENANT = "default"  # server.api_keys' tenant, and every request's without keys
 TENANT_NAME = re.compile(r"^[a-z0-9-]{1,32}$")
+USER_SCOPE = "."  # acme.<hash>: an end user's memory within tenant acme (never in a tenant name)
+
+
+def tenant_of(name: str) -> str:
+    """The configured tenant of a scope: ``acme`` for ``acme`` and for its users' ``acme.<hash>``."""
+    return name.partition(USER_SCOPE)[0]
 
 
 class Section(BaseModel):
@@ -249,6 +255,12 @@ class TenantConfig(Section):
     api_keys: list[str] = Field(default_factory=list, description="Bearer keys for /v1")
     admin_token: str = Field("", description="Bearer token for /admin, this tenant only")
     learn: bool = Field(True, description="false = nothing of this tenant is observed")
+    per_user: bool = Field(
+        False,
+        description="each end user (a request's `user` field) has memory and adapters of its "
+        "own within this tenant, named <tenant>.<hash of the user>; requests without `user` "
+        "use the tenant's own",
+    )
 
 
 class Settings(BaseSettings):
@@ -313,7 +325,9 @@ class Settings(BaseSettings):
         return [DEFAULT_TENANT, *sorted(n for n in self.tenants if n != DEFAULT_TENANT)]
 
     def tenant(self, name: str) -> TenantConfig:
-        """A tenant's config; the default tenant's keys include server.api_keys."""
+        """A tenant's config (an end user's scope has its tenant's); the default tenant's keys
+        include server.api_keys."""
+        name = tenant_of(name)
         own = self.tenants.get(name, TenantConfig())
         if name != DEFAULT_TENANT:
             return own
@@ -330,7 +344,7 @@ class Settings(BaseSettings):
 
     def learns(self, name: str) -> bool:
         """Whether what tenant ``name`` sends is observed (its ``learn``)."""
-        own = self.tenants.get(name)
+        own = self.tenants.get(tenant_of(name))
         return own.learn if own else True
 
     def admin_tokens(self) -> dict[str, str | None]:

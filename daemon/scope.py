@@ -6,16 +6,24 @@ its state unchanged. A named tenant T has everything under ``P:t:T`` in Redis
 and ``state_dir/tenants/T/`` on disk, with adapters named ``mem-T-vN``: one
 prefix and one directory hold all it left, which is what a wipe removes.
 Both the daemon and the consolidator child build a tenant's paths here.
+
+A tenant configured ``per_user`` gives each end user (the request's ``user``)
+a scope of its own, ``T.<hash>``: the user's name is hashed, never stored.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemon.config import DEFAULT_TENANT, Settings
+from redis.asyncio import Redis
+
+from daemon.config import DEFAULT_TENANT, USER_SCOPE, Settings
 from daemon.contract import Keys
 from daemon.engine.adapters import adapter_name
+
+GLOB_SPECIAL = "\\*?[]"
 
 
 @dataclass(frozen=True)
@@ -58,3 +66,32 @@ class Scope:
 
     def adapter_name(self, version: int) -> str:
         return adapter_name(version, self.tenant if self.named else None)
+
+
+def user_scope(tenant: str, user: str) -> str:
+    """The scope name of end user ``user`` within ``tenant``."""
+    return f"{tenant}{USER_SCOPE}{hashlib.sha256(user.encode()).hexdigest()[:12]}"
+
+
+def glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in GLOB_SPECIAL else c for c in text)
+
+
+async def user_scopes(redis: Redis, settings: Settings, name: str) -> list[str]:
+    """The end users' scopes of ``per_user`` tenant ``name`` that left memory (Redis or disk)."""
+    prefix = Keys(settings.redis.key_prefix).tenant(name).prefix + USER_SCOPE
+    found = set()
+    async for key in redis.scan_iter(match=glob_escape(prefix) + "*", count=1000):
+        found.add(str(key)[len(prefix) :].split(":", 1)[0])
+    root = settings.state_dir / "tenants"
+    if root.is_dir():  # tenant names hold no glob character
+        found |= {p.name.split(USER_SCOPE, 1)[1] for p in root.glob(f"{name}{USER_SCOPE}*")}
+    return sorted(f"{name}{USER_SCOPE}{h}" for h in found)
+
+
+async def all_scopes(redis: Redis, settings: Settings) -> list[Scope]:
+    """Every configured tenant's scope, and every end user's of the ``per_user`` ones."""
+    names = settings.tenant_names()
+    for name in [n for n in names if settings.tenant(n).per_user]:
+        names = [*names, *await user_scopes(redis, settings, name)]
+    return [Scope.of(settings, n) for n in names]

@@ -32,6 +32,7 @@ from daemon.memory.relevance import Embedder
 from daemon.memory.store import Store, connect
 from daemon.metrics import Metrics
 from daemon.redis_server import PrivateRedis
+from daemon.scope import all_scopes
 from daemon.tenants import Rotation, Shared, Tenant, build
 
 log = logging.getLogger("memoryd")
@@ -112,7 +113,7 @@ async def start(settings: Settings) -> Services:
     activity = Activity()
     metrics = Metrics()
     shared = Shared(settings, redis, redis_url, engines, activity, metrics, Embedder())
-    tenants = {name: build(shared, name) for name in settings.tenant_names()}
+    tenants = {s.tenant: build(shared, s.tenant) for s in await all_scopes(redis, settings)}
     rotation = Rotation(tenants)
     default = tenants[DEFAULT_TENANT]
     await rotation.restore()

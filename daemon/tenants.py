@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from redis.asyncio import Redis
 
 from daemon.activity import Activity
-from daemon.config import Settings
+from daemon.config import Settings, tenant_of
 from daemon.consolidation import AlreadyRunning, Consolidator, Phase
 from daemon.engine.adapters import versions_on_disk
 from daemon.engine.client import EngineClient
@@ -30,10 +30,9 @@ from daemon.memory.observer import Observer
 from daemon.memory.relevance import Embedder
 from daemon.memory.store import Store
 from daemon.metrics import Metrics
-from daemon.scope import Scope
+from daemon.scope import Scope, glob_escape, user_scope
 
 log = logging.getLogger("memoryd.tenants")
-GLOB_SPECIAL = "\\*?[]"
 
 
 @dataclass
@@ -155,32 +154,63 @@ class Rotation:
             await tenant.swapper.reconcile(engine)
 
 
+async def scoped(
+    shared: Shared, tenants: dict[str, Tenant], own: Tenant, user: str | None
+) -> Tenant:
+    """The end user's own scope within ``own`` where its tenant is ``per_user``, built on first use."""
+    if not user or not shared.settings.tenant(own.name).per_user:
+        return own
+    name = user_scope(own.name, user)
+    found = tenants.get(name)
+    if found is None:
+        found = tenants[name] = build(shared, name)  # seen by Rotation from now on
+        await found.swapper.restore()
+    return found
+
+
 class Wiped(BaseModel):
     tenant: str
     keys: int
     adapters_unloaded: list[str]
     directory: str
-
-
-def glob_escape(text: str) -> str:
-    return "".join("\\" + c if c in GLOB_SPECIAL else c for c in text)
+    users: int = 0  # end users' scopes of a per_user tenant, wiped with it
 
 
 async def wipe(shared: Shared, tenants: dict[str, Tenant], observer: Observer, name: str) -> Wiped:
-    """Remove everything tenant ``name`` left, then give it fresh, empty parts.
+    """Remove everything tenant ``name`` (and each of its end users' scopes) left.
 
-    Its run is stopped, observations already queued are written first (so none
-    lands after the wipe), its adapters are unloaded from every engine, every
-    Redis key under its prefix is deleted and its directory removed.
+    Its runs are stopped, observations already queued are written first (so
+    none lands after the wipe), its adapters are unloaded from every engine,
+    every Redis key under its prefixes is deleted and its directories removed.
+    The tenant gets fresh, empty parts; its users' scopes are gone.
     """
     old = tenants[name]
     if not old.scope.named:
         raise ValueError("the default tenant is not wiped; forget its passages instead")
-    await old.consolidator.stop()
+    users = [n for n in tenants if tenant_of(n) == name and n != name]
+    for scope in [old, *(tenants[u] for u in users)]:
+        await scope.consolidator.stop()
     try:
         await asyncio.wait_for(observer.queue.join(), 30)
     except asyncio.TimeoutError:
         log.warning("wiping %s with observations still queued", name)
+    keys, unloaded = await _erase(shared, old)
+    for user in users:
+        more_keys, more = await _erase(shared, tenants.pop(user))
+        keys, unloaded = keys + more_keys, unloaded + more
+    tenants[name] = build(shared, name)
+    log.warning("tenant %s wiped: %d keys, adapters %s", name, keys, unloaded or "none")
+    return Wiped(
+        tenant=name,
+        keys=keys,
+        adapters_unloaded=unloaded,
+        directory=str(old.scope.root),
+        users=len(users),
+    )
+
+
+async def _erase(shared: Shared, old: Tenant) -> tuple[int, list[str]]:
+    """One scope's adapters unloaded, keys deleted, directory removed: (keys, adapters)."""
     names = set(old.swapper.loaded) | {
         old.scope.adapter_name(v) for v in versions_on_disk(old.scope.adapters_dir)
     }
@@ -202,8 +232,4 @@ async def wipe(shared: Shared, tenants: dict[str, Tenant], observer: Observer, n
     if batch:
         deleted += int(await shared.redis.delete(*batch))
     await asyncio.to_thread(shutil.rmtree, old.scope.root, True)
-    tenants[name] = build(shared, name)
-    log.warning("tenant %s wiped: %d keys, adapters %s", name, deleted, sorted(names) or "none")
-    return Wiped(
-        tenant=name, keys=deleted, adapters_unloaded=sorted(names), directory=str(old.scope.root)
-    )
+    return deleted, sorted(names)

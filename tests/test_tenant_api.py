@@ -20,6 +20,7 @@ import pytest
 import redis
 import yaml
 
+from daemon.scope import user_scope
 from tests.harness import ROOT, Daemon, planted_in, redis_bytes, rewrite_aof
 from tests.test_conventions import engine  # noqa: F401 (the scripted stand-in, a fixture)
 
@@ -28,6 +29,11 @@ TENANTS = {
     "acme": {"api_keys": ["acme-key"], "admin_token": "acme-admin"},
     "globex": {"api_keys": ["globex-key"]},
     "quiet": {"api_keys": ["quiet-key"], "learn": False},
+    "initech": {"api_keys": ["initech-key"], "admin_token": "initech-admin", "per_user": True},
+}
+USERS = {  # initech's end users, each with memory of its own
+    "ana@initech.example": "The Corvane printer on floor nine jams on envelopes.",
+    "bo-7731": "The Halloway badge reader opens the loading dock after six.",
 }
 TEXT = {
     "acme": "The Tarrowind depot ships copper to the Ellisandre foundry every Monday.",
@@ -140,6 +146,7 @@ def test_admin_scope_follows_the_token(daemon: Daemon) -> None:
         "acme": 1,
         "globex": 1,
         "quiet": 0,
+        "initech": 0,
     }
     assert admin(daemon, "POST", "/admin/tenants/globex/wipe", "acme-admin").status_code == 403
     status = admin(daemon, "GET", "/admin/status", "acme-admin").json()
@@ -183,3 +190,48 @@ def test_models_are_the_callers_own(daemon: Daemon) -> None:
 
 def test_state_dir_has_no_tenant_dirs_without_runs(daemon: Daemon) -> None:
     assert not (Path(daemon.state_dir) / "tenants" / "globex").exists()
+
+
+def test_each_end_user_of_a_per_user_tenant_has_memory_of_its_own(daemon: Daemon) -> None:
+    before = admin(daemon, "GET", "/admin/status").json()["observer"]["observed"]
+    client = daemon.openai(api_key="initech-key")
+    asked = [*USERS.items(), (None, "The Initech cafeteria closes at three on Fridays.")]
+    for user, text in asked:
+        client.chat.completions.create(
+            model="memoryd",
+            messages=[
+                {"role": "system", "content": text},
+                {"role": "user", "content": "Anything I should know?"},
+            ],
+            max_tokens=2,
+            user=user or openai.omit,
+        )
+    observed(daemon, before + len(asked))
+    scopes = {user: user_scope("initech", user) for user in USERS}
+    listed = [t["name"] for t in admin(daemon, "GET", "/admin/tenants").json()["tenants"]]
+    assert set(scopes.values()) < set(listed)
+    for user, scope in scopes.items():
+        facts = admin(daemon, "GET", "/admin/facts", "initech-admin", tenant=scope).text
+        assert USERS[user] in facts
+        assert all(other not in facts for u, other in USERS.items() if u != user)
+    own = admin(daemon, "GET", "/admin/facts", "initech-admin", tenant="initech").text
+    assert "cafeteria" in own and "Corvane" not in own and "Halloway" not in own
+    other = admin(daemon, "GET", "/admin/facts", "acme-admin", tenant=scopes["bo-7731"])
+    assert other.status_code == 403
+    # The user's name is hashed, never stored.
+    assert b"ana@initech.example" not in redis_bytes(socket_of(daemon))
+
+    # A restarted daemon finds the users' scopes in Redis.
+    daemon.stop()
+    daemon.start()
+    listed = [t["name"] for t in admin(daemon, "GET", "/admin/tenants").json()["tenants"]]
+    assert set(scopes.values()) < set(listed)
+
+    # Wiping the tenant wipes its users' scopes too.
+    wiped = admin(daemon, "POST", "/admin/tenants/initech/wipe")
+    assert wiped.status_code == 200 and wiped.json()["users"] == 2, wiped.text
+    rewrite_aof(daemon.state_dir)
+    assert (
+        planted_in(daemon.state_dir, ["Corvane", "Halloway", "cafeteria", "memoryd:t:initech"])
+        == []
+    )

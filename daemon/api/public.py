@@ -34,7 +34,7 @@ from daemon.engine.pool import NoEngine, Replica
 from daemon.engine.swap import UnknownModel
 from daemon.memory.observer import message_text
 from daemon.services import Services
-from daemon.tenants import Tenant
+from daemon.tenants import Tenant, scoped
 
 log = logging.getLogger("memoryd.api")
 router = APIRouter(prefix="/v1")
@@ -76,9 +76,10 @@ def parse(model: type[CompletionBase], data: dict[str, Any]) -> CompletionBase:
 async def forward(
     request: Request, path: str, model: type[ChatCompletionRequest | CompletionRequest]
 ) -> Response:
-    svc, own = services(request), tenant(request)
+    svc = services(request)
     data = await read_json(request, svc.settings.server.max_body_bytes)
     parsed = parse(model, data)
+    own = await scoped(svc.shared, svc.tenants, tenant(request), parsed.user)
     public_name = data["model"]
     try:
         engine_name = await own.swapper.resolve(public_name, lambda: texts_of(parsed))

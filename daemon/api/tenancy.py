@@ -5,8 +5,9 @@ for the default tenant); without any keys configured every request is the
 default tenant's. /admin: the operator's token (``server.admin_token``) may
 choose any tenant with ``?tenant=NAME`` or the header ``X-Memoryd-Tenant: NAME``
 (default: the default tenant; the dashboard shows the default tenant); a
-tenant's own ``admin_token`` reaches only that tenant (403 otherwise). The
-tokens are read per request, so SIGHUP can change them.
+tenant's own ``admin_token`` reaches only that tenant and its end users'
+scopes (``T.<hash>``, a ``per_user`` tenant's; 403 otherwise). The tokens are
+read per request, so SIGHUP can change them.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from fastapi import Header, Query, Request
 
 from daemon.api import auth
 from daemon.api.errors import APIError
-from daemon.config import DEFAULT_TENANT, Settings
+from daemon.config import DEFAULT_TENANT, Settings, tenant_of
 from daemon.services import Services
 from daemon.tenants import Tenant
 
@@ -83,7 +84,7 @@ def admin(
                 raise APIError(403, "invalid API key", code="invalid_api_key")
             limited = tokens[match[0]]
         chosen = tenant or x_memoryd_tenant or limited or DEFAULT_TENANT
-        if limited is not None and chosen != limited:
+        if limited is not None and tenant_of(chosen) != limited:
             raise APIError(
                 403, f"this token is tenant {limited}'s, not {chosen}'s", code="tenant_forbidden"
             )

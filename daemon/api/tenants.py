@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from daemon.api.errors import APIError
 from daemon.api.tenancy import principal
+from daemon.config import tenant_of
 from daemon.services import Services
 from daemon.tenants import Wiped, wipe
 
@@ -40,7 +41,7 @@ def services(request: Request) -> Services:
 def allowed(request: Request, name: str) -> None:
     svc = services(request)
     limited = principal(request)
-    if limited is not None and limited != name:
+    if limited is not None and tenant_of(name) != limited:
         raise APIError(
             403, f"this token is tenant {limited}'s, not {name}'s", code="tenant_forbidden"
         )
@@ -54,7 +55,7 @@ async def tenants(request: Request) -> TenantList:
     limited = principal(request)
     out = []
     for name, t in svc.tenants.items():
-        if limited is not None and name != limited:
+        if limited is not None and tenant_of(name) != limited:
             continue
         config = svc.settings.tenant(name)
         active = t.swapper.active
