@@ -77,6 +77,7 @@ ORGANISATIONS = frozenset(
     ]
 )
 REFUSING = ("not", "never", "n't", "no")
+UNNAMED = frozenset(["this", "that", "these", "those", "it", "they", "he", "she", "them"])
 PERMITTING = ("may", "can", "could", "might")
 REQUIRING = ("must", "should", "shall")
 
@@ -122,11 +123,25 @@ def _span_text(tokens: list[Token]) -> str:
 
 
 def _subtree(tok: Token, skip: tuple[str, ...] = CLAUSES) -> list[Token]:
-    """The token's phrase without the clauses hanging off it (", where ...")."""
+    """The token's phrase without the clauses hanging off it (", where ...", "(born ...)")."""
     out = [tok]
     for child in tok.children:
-        if child.dep_ not in skip and not (child.dep_ == "punct" and child.text in CLAUSE_PUNCT):
-            out.extend(_subtree(child, skip))
+        if child.dep_ in skip or (child.dep_ == "punct" and child.text in CLAUSE_PUNCT):
+            continue
+        edge = child.left_edge.i
+        if child.left_edge.text == "(" or (edge > 0 and tok.doc[edge - 1].text == "("):
+            continue  # a parenthesis: an aside, not part of the phrase
+        out.extend(_subtree(child, skip))
+    return out
+
+
+def _glued(tok: Token) -> list[Token]:
+    """Tokens written onto the front of ``tok`` ("self-" of "self-certify"): one word with it."""
+    out: list[Token] = []
+    i = tok.i - 1
+    while i >= tok.sent.start and not tok.doc[i].whitespace_ and tok.doc[i].text not in "([\"'":
+        out.insert(0, tok.doc[i])
+        i -= 1
     return out
 
 
@@ -170,8 +185,12 @@ def _invert(sent: Span, answer: list[Token], wh: str) -> str | None:
     subj = next((t for t in root.children if t.dep_ in ("nsubj", "nsubjpass")), None)
     if subj is None or root.pos_ not in ("VERB", "AUX"):
         return None
+    if subj.lower_ in UNNAMED and not list(subj.children):
+        return None  # "When is this fixed?": a question about nothing named
     subject = _subtree(subj)
-    gone = {t.i for t in answer} | {t.i for t in subject}
+    glued = _glued(root)
+    lead = "".join(t.text for t in glued)
+    gone = {t.i for t in answer} | {t.i for t in subject} | {t.i for t in glued}
     auxes = [t for t in root.children if t.dep_ in ("aux", "auxpass") and t.i < root.i]
     negs = [t for t in root.children if t.dep_ == "neg"]
     rest = [
@@ -187,12 +206,12 @@ def _invert(sent: Span, answer: list[Token], wh: str) -> str | None:
     rest_text = _span_text(rest)
     subj_text = _lower_first(subject)
     if auxes:
-        tail = " ".join(x for x in [_span_text(auxes[1:] + negs), root.text, rest_text] if x)
+        tail = " ".join(x for x in [_span_text(auxes[1:] + negs), lead + root.text, rest_text] if x)
         question = f"{wh} {auxes[0].lower_} {subj_text} {tail}"
     elif root.lemma_ == "be":
         question = f"{wh} {root.lower_} {subj_text} {rest_text}"
     elif root.tag_ in DO:
-        tail = " ".join(x for x in [_span_text(negs), root.lemma_, rest_text] if x)
+        tail = " ".join(x for x in [_span_text(negs), lead + root.lemma_, rest_text] if x)
         question = f"{wh} {DO[root.tag_]} {subj_text} {tail}"
     else:
         return None
@@ -241,7 +260,8 @@ def wh_questions(lang: Language, statement: str) -> list[Question]:
                 answer = _subtree(child)
                 expects = _span_text(_subtree(obj))
             elif child.dep_ == "dobj" and (count := _count(child)) is not None:
-                wh = f"How many {_span_text([t for t in _subtree(child) if t.i != count.i])}"
+                counted = [t for t in _subtree(child) if t not in set(count.subtree)]
+                wh = f"How many {_span_text(counted)}"  # "up to 3 days": "How many days"
                 answer = _subtree(child)
                 expects = count.text
             elif child.dep_ in ("dobj", "attr") and root.lemma_ != "have":
@@ -338,17 +358,22 @@ def rule_questions(lang: Language, statement: str) -> list[Question]:
             continue
         refused = any(t.lower_ in REFUSING for t in root.children if t.dep_ in ("neg", "advmod"))
         refused = refused or modal.lower_ in ("cannot", "can't")
+        glued = _glued(root)
         rest = [
             t
             for child in root.children
             if child.i != subj.i and child.dep_ not in (*CLAUSES, "aux", "auxpass", "neg")
+            and child not in glued
             and not (child.dep_ == "punct" and child.text in CLAUSE_PUNCT)
             and not (child.dep_ == "advmod" and child.lower_ in REFUSING)
             for t in _subtree(child)
         ]  # fmt: skip
         passive = [t for t in root.children if t.dep_ == "auxpass"]
+        lead = "".join(t.text for t in glued)
         verb = " ".join(
-            x for x in [_span_text(passive), root.lemma_ if not passive else root.text] if x
+            x
+            for x in [_span_text(passive), lead + (root.lemma_ if not passive else root.text)]
+            if x
         )
         who = _user_view(_lower_first(_subtree(subj)))
         plural = subj.tag_ in ("NNS", "NNPS") or subj.lower_ in ("you", "they", "we", "i")

@@ -34,6 +34,19 @@ def test_wh_questions_invert_the_statement_around_its_answer() -> None:
     ]
 
 
+def test_questions_keep_words_whole_and_ask_about_something_named() -> None:
+    statement = "You may self-certify up to 3 consecutive days of sickness."
+    assert texts(wh_questions(LANG, statement)) == [
+        ("How many consecutive days of sickness may you self-certify?", "3")
+    ]
+    assert texts(rule_questions(LANG, statement)) == [
+        ("Can I self-certify up to 3 consecutive days of sickness?", "yes")
+    ]
+    born = "Odalys Verhoeven (born 14 March 1957 in Brekkaford) is a novelist."
+    assert texts(wh_questions(LANG, born)) == [("What is Odalys Verhoeven?", "a novelist")]
+    assert wh_questions(LANG, "This is fixed in 4.2.1.") == []  # "When is this fixed?"
+
+
 def test_rules_become_the_yes_no_questions_users_ask() -> None:
     assert texts(
         rule_questions(LANG, "Visitors must be escorted at all times above the second floor.")

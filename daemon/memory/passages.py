@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from spacy.tokens import Span, Token
 
 _HEADING = re.compile(r"^\s*#{1,6}\s+(.+?)\s*#*\s*$")
+# "Veltrun T3 thermostat — firmware 5.3 notes": the thing is named before the dash.
+_TITLE_PART = re.compile(r"\s+[—–-]\s+|:\s+")
 PASSAGE_MAX_CHARS = 3000
 # "You are a helpful assistant." instructs the model; it states nothing about the world.
 _INSTRUCTION = re.compile(
@@ -93,6 +95,9 @@ THING_ROLES = frozenset(
         "service",
     ]
 )
+
+
+TIME_OF_LIFE = frozenset(["future", "young", "late", "former", "elderly", "retired"])
 
 
 @dataclass(frozen=True)
@@ -210,8 +215,14 @@ def _learn(sent: Span, state: _Salience) -> None:
             state.bound.setdefault(tok.head.lower_, _name(tok))
         if tok.pos_ == "NOUN" and tok.dep_ == "appos" and tok.head.pos_ == "PROPN":
             state.bound.setdefault(tok.lower_, _name(tok.head))
-        if tok.pos_ == "NOUN" and any(c.lower_ in ("a", "an") for c in tok.children):
-            state.bound.setdefault(tok.lower_, "")  # "a ferry company": some other company
+        # "a ferry company": some other company. Not the subject of "is": that is the small
+        # model's parse of "Tarrowmere is an island", whose island is the topic.
+        if (
+            tok.pos_ == "NOUN"
+            and any(c.lower_ in ("a", "an") for c in tok.children)
+            and not (tok.dep_ == "nsubj" and tok.head.lemma_ == "be")
+        ):
+            state.bound.setdefault(tok.lower_, "")
 
 
 def _replacement(tok: Token, state: _Salience) -> tuple[int, int, str] | None:
@@ -223,6 +234,8 @@ def _replacement(tok: Token, state: _Salience) -> tuple[int, int, str] | None:
             return None
         gender = GENDER[low]
         if gender == "Neut":  # "it" as an object is usually something local: left alone
+            if any(a.dep_ == "relcl" for a in tok.ancestors):
+                return None  # "the Trust, which elects its board": its is the Trust's
             subject = tok.dep_ in ("nsubj", "nsubjpass", "poss")
             name = state.topic if subject and state.topic_gender in (None, "Neut") else None
             if name:
@@ -234,9 +247,12 @@ def _replacement(tok: Token, state: _Salience) -> tuple[int, int, str] | None:
         return tok.i, tok.i + 1, f"{name}'s" if possessive else name
     if tok.pos_ == "NOUN" and tok.dep_ in ("nsubj", "nsubjpass", "poss"):
         det = next((c for c in tok.children if c.dep_ == "det" and c.lower_ == "the"), None)
-        # Only a bare "the author" refers back; "the best-known local product" or
-        # "the poet Ewan Strathmallory" describes or names something itself.
-        if det is None or any(c.dep_ not in ("det", "case", "punct") for c in tok.children):
+        # Only a bare "the author" (or "the future author") refers back; "the best-known
+        # local product" or "the poet Ewan Strathmallory" describes or names something itself.
+        if det is None or any(
+            c.dep_ not in ("det", "case", "punct") and c.lower_ not in TIME_OF_LIFE
+            for c in tok.children
+        ):
             return None
         name = state.bound.get(low)
         if name is None and state.topic and low in PERSON_ROLES | THING_ROLES:
@@ -316,7 +332,7 @@ def statements(lang: Language, passage: str, min_chars: int, max_chars: int) -> 
             source = sent.text.strip()
             _learn(sent, state)
             if heading and state.topic is None:
-                state.topic = heading.group(1)
+                state.topic = _TITLE_PART.split(heading.group(1))[0]
             text, subject = _resolve(sent, state)
             if (
                 _states(sent)
