@@ -244,6 +244,27 @@ def test_forget_by_matching_text(daemon: Daemon) -> None:
     assert short.status_code == 400 and short.json()["error"]["param"] == "match"
 
 
+def test_forget_a_passage_from_the_cli(daemon: Daemon) -> None:
+    text = "The Ormsby ferry leaves Quenby pier at half past nine. It carries bicycles free."
+    daemon.openai().chat.completions.create(
+        model="memoryd",
+        messages=[{"role": "system", "content": text}, {"role": "user", "content": "When?"}],
+        max_tokens=4,
+    )
+    seen = wait_for_fact(daemon, "The Ormsby ferry leaves Quenby pier at half past nine.", 1)
+    done = daemon.cli("passages", "forget", seen["passage"], "--json")
+    assert done.returncode == 0, done.stderr
+    forgotten = json.loads(done.stdout)
+    assert forgotten["status"] == "forgotten" and forgotten["text"] == ""
+    assert {f["status"] for f in forgotten["facts"]} == {"forgotten"}
+    assert forgotten["retirement"] == {"retired": [], "serving": None, "until_replaced": None}
+    stored = redis_bytes(redis.Redis(unix_socket_path=str(daemon.state_dir / "redis/redis.sock")))
+    assert b"Ormsby" not in stored and b"bicycles" not in stored
+    assert daemon.admin("GET", f"/admin/passages/{seen['passage']}").json()["questions"] == []
+    shown = daemon.cli("passages", "forget", seen["passage"])
+    assert shown.returncode == 0 and "serving the base model" in shown.stdout, shown.stderr
+
+
 def test_secrets_never_reach_redis(daemon: Daemon) -> None:
     client = daemon.openai()
     client.chat.completions.create(

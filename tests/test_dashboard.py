@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -146,9 +147,12 @@ def test_forget_and_pin_from_the_memory_page(dash: Daemon, page: Page) -> None:
     expect(page.locator("#facts tr.fact", has_text=pinned).locator(".badge.pinned")).to_be_visible()
 
     stored = facts(dash)
-    assert stored[forgotten]["status"] == "forgotten"
-    assert stored[forgotten]["reason"] == "forgotten by the operator"
     assert stored[pinned]["pinned"] is True
+    # The forgotten fact keeps its record, not its words.
+    gone = [f for f in stored.values() if f["status"] == "forgotten"]
+    assert [(f["text"], f["reason"]) for f in gone] == [("", "forgotten by the operator")]
+    assert forgotten not in str(stored)
+    expect(page.locator("#facts tr.fact.forgotten")).to_have_count(1)
 
 
 def test_roll_back_an_adapter(dash: Daemon, page: Page) -> None:
@@ -168,6 +172,15 @@ def test_roll_back_an_adapter(dash: Daemon, page: Page) -> None:
     newest = page.locator(f'tr.adapter[data-version="{second}"]')
     expect(newest).not_to_contain_text(FACTS[2])  # forgotten before this run
 
-    page.locator('tr.adapter[data-version="1"] button.activate').click()
-    expect(page.locator("#serving")).to_have_text("mem-v1")
-    assert dash.admin("GET", "/admin/adapters").json()["active"] == "mem-v1"
+    # v1 held the forgotten fact: retired once v2 replaced it.
+    expect(page.locator('tr.adapter[data-version="1"]')).to_have_count(0)
+    assert not (dash.state_dir / "adapters" / "v1").exists()
+
+    # A copy of v2 as v3 is promoted from its row, then v2 rolled back to from its own.
+    shutil.copytree(dash.state_dir / "adapters" / "v2", dash.state_dir / "adapters" / "v3")
+    page.goto(dash.url + "/ui/adapters")
+    page.locator('tr.adapter[data-version="3"] button.activate').click()
+    expect(page.locator("#serving")).to_have_text("mem-v3")
+    page.locator(f'tr.adapter[data-version="{second}"] button.activate').click()
+    expect(page.locator("#serving")).to_have_text(f"mem-v{second}")
+    assert dash.admin("GET", "/admin/adapters").json()["active"] == f"mem-v{second}"
