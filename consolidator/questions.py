@@ -126,7 +126,11 @@ def _subtree(tok: Token, skip: tuple[str, ...] = CLAUSES) -> list[Token]:
     """The token's phrase without the clauses hanging off it (", where ...", "(born ...)")."""
     out = [tok]
     for child in tok.children:
-        if child.dep_ in skip or (child.dep_ == "punct" and child.text in CLAUSE_PUNCT):
+        # "between 1 and 24 December": coordinated words stay; coordinated clauses go.
+        listed = child.dep_ in ("conj", "cc") and tok.pos_ not in ("VERB", "AUX")
+        if (child.dep_ in skip and not listed) or (
+            child.dep_ == "punct" and child.text in CLAUSE_PUNCT
+        ):
             continue
         edge = child.left_edge.i
         if child.left_edge.text == "(" or (edge > 0 and tok.doc[edge - 1].text == "("):

@@ -45,6 +45,10 @@ def test_questions_keep_words_whole_and_ask_about_something_named() -> None:
     born = "Odalys Verhoeven (born 14 March 1957 in Brekkaford) is a novelist."
     assert texts(wh_questions(LANG, born)) == [("What is Odalys Verhoeven?", "a novelist")]
     assert wh_questions(LANG, "This is fixed in 4.2.1.") == []  # "When is this fixed?"
+    leave = "Bakery-line staff cannot take annual leave between 1 and 24 December."
+    assert texts(rule_questions(LANG, leave)) == [
+        ("Can Bakery-line staff take annual leave between 1 and 24 December?", "no")
+    ]
 
 
 def test_rules_become_the_yes_no_questions_users_ask() -> None:
