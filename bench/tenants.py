@@ -34,6 +34,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.serve import streaming_body
 from daemon.config import TrainingConfig
 from daemon.engine.adapters import MANIFEST, file_hashes
 from daemon.memory.records import AdapterManifest, now
@@ -41,7 +42,6 @@ from tests.harness import ROOT, Daemon, daemon_env
 
 TENANTS = [f"t{i}" for i in range(1, 7)]
 OPERATOR = "bench-operator"
-PROMPT = "Write a short paragraph about the history of bridges."
 
 
 def random_adapter(model_dir: Path, training: TrainingConfig, out: Path) -> None:
@@ -76,16 +76,9 @@ def random_adapter(model_dir: Path, training: TrainingConfig, out: Path) -> None
 
 
 async def one(client: httpx.AsyncClient, url: str, key: str, tokens: int) -> tuple[float, float]:
-    body = {
-        "model": "memoryd",
-        "messages": [{"role": "user", "content": PROMPT}],
-        "max_tokens": tokens,
-        "ignore_eos": True,
-        "temperature": 0,
-        "stream": True,
-    }
     start = time.perf_counter()
     first = 0.0
+    body = streaming_body("memoryd", tokens)
     headers = {"Authorization": f"Bearer {key}"}
     async with client.stream("POST", url, json=body, headers=headers) as response:
         response.raise_for_status()
@@ -144,7 +137,6 @@ def main() -> None:
     config["server"]["admin_token"] = OPERATOR
     config["tenants"] = {t: {"api_keys": [f"{t}-key"]} for t in TENANTS}
     config_file = state / "memoryd.yaml"
-    state.mkdir(exist_ok=True)
     config_file.write_text(yaml.safe_dump(config))
     adapter = state / "random-lora"
     random_adapter(args.model, TrainingConfig(**config["consolidation"]["training"]), adapter)

@@ -342,6 +342,11 @@ class Settings(BaseSettings):
         found.update({k: name for name, t in self.tenants.items() for k in t.api_keys})
         return found
 
+    def per_user(self, name: str) -> bool:
+        """Whether tenant ``name`` gives each end user a scope of its own (its ``per_user``)."""
+        own = self.tenants.get(tenant_of(name))
+        return own.per_user if own else False
+
     def learns(self, name: str) -> bool:
         """Whether what tenant ``name`` sends is observed (its ``learn``)."""
         own = self.tenants.get(tenant_of(name))

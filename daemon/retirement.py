@@ -11,13 +11,12 @@ promoted serves instead, or the base model.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import shutil
 
 from pydantic import BaseModel, Field
 
-from daemon.engine.adapters import AdapterInvalid, adapter_dir, verify, versions_on_disk
+from daemon.engine.adapters import AdapterInvalid, adapter_dir, read_manifest, versions_on_disk
 from daemon.engine.client import EngineError
 from daemon.engine.swap import Swapper
 from daemon.memory.records import FactStatus, RunState
@@ -63,13 +62,17 @@ async def retire(scope: Scope, store: Store, swapper: Swapper, now: bool = False
 
 
 async def _holding_forgotten(scope: Scope, store: Store) -> list[int]:
-    """Versions on disk whose manifest names a forgotten passage or fact (an unreadable one too)."""
+    """Versions on disk whose manifest names a forgotten passage or fact.
+
+    The manifest is read, not verified: a copy whose weights were damaged still
+    holds what it was trained on.
+    """
     held = []
     for version in versions_on_disk(scope.adapters_dir):
         try:
-            manifest = await asyncio.to_thread(verify, adapter_dir(scope.adapters_dir, version))
+            manifest = read_manifest(adapter_dir(scope.adapters_dir, version))
         except AdapterInvalid:
-            continue  # never served; an operator sees it in `memoryd adapters`
+            continue  # no readable manifest: what it holds is unknown; `memoryd adapters` shows it
         passages = await store.passages_by_id(manifest.passage_ids)
         facts = await store.facts_by_id(manifest.fact_ids)
         statuses = [p.status for p in passages] + [f.status for f in facts]

@@ -92,6 +92,6 @@ async def user_scopes(redis: Redis, settings: Settings, name: str) -> list[str]:
 async def all_scopes(redis: Redis, settings: Settings) -> list[Scope]:
     """Every configured tenant's scope, and every end user's of the ``per_user`` ones."""
     names = settings.tenant_names()
-    for name in [n for n in names if settings.tenant(n).per_user]:
+    for name in [n for n in names if settings.per_user(n)]:
         names = [*names, *await user_scopes(redis, settings, name)]
     return [Scope.of(settings, n) for n in names]

@@ -158,7 +158,7 @@ async def scoped(
     shared: Shared, tenants: dict[str, Tenant], own: Tenant, user: str | None
 ) -> Tenant:
     """The end user's own scope within ``own`` where its tenant is ``per_user``, built on first use."""
-    if not user or not shared.settings.tenant(own.name).per_user:
+    if not user or not shared.settings.per_user(own.name):
         return own
     name = user_scope(own.name, user)
     found = tenants.get(name)

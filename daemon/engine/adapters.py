@@ -70,14 +70,19 @@ def file_hashes(directory: Path) -> dict[str, str]:
     }
 
 
-def verify(directory: Path) -> AdapterManifest:
-    """The manifest of a complete, untampered adapter directory, or AdapterInvalid."""
+def read_manifest(directory: Path) -> AdapterManifest:
+    """What an adapter directory says it holds, its files unchecked; AdapterInvalid if unreadable."""
     try:
-        manifest = AdapterManifest.model_validate_json((directory / MANIFEST).read_text())
+        return AdapterManifest.model_validate_json((directory / MANIFEST).read_text())
     except FileNotFoundError as exc:
         raise AdapterInvalid(f"{directory}: no {MANIFEST}") from exc
     except (ValidationError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise AdapterInvalid(f"{directory}: unreadable {MANIFEST}: {exc}") from exc
+
+
+def verify(directory: Path) -> AdapterManifest:
+    """The manifest of a complete, untampered adapter directory, or AdapterInvalid."""
+    manifest = read_manifest(directory)
     missing = [f for f in REQUIRED if f not in manifest.files]
     if missing:
         raise AdapterInvalid(f"{directory}: manifest lists no {', '.join(missing)}")
