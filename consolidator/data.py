@@ -33,7 +33,6 @@ from consolidator.answers import (
 from consolidator.heldout import HeldOut, held_out_questions
 from consolidator.questions import (
     Question,
-    about,
     combined,
     phrasings,
     rule_questions,
@@ -43,7 +42,6 @@ from consolidator.questions import (
 from daemon.config import TrainingConfig
 from daemon.engine.client import BASE_MODEL_NAME, EngineClient
 from daemon.memory.language import Language
-from daemon.memory.passages import topic_of
 from daemon.memory.records import Fact, Passage
 from daemon.memory.relevance import Embedder
 from daemon.memory.segment import blocks, normalize
@@ -55,8 +53,6 @@ RECALL_PROMPTS = (
 )
 ANSWER_TOKENS = 48  # replay answers: the base model's own
 TEACHER_TOKENS = 80  # a teacher answer is cut back to its last whole sentence
-TEACHER_TEMPERATURE = 0.8  # for the sampled answers tried after a greedy one fails
-SAMPLE_TOKENS = 48
 STATEMENTS_PER_RENDERING = 2
 DROPPED_KEPT = 20  # per passage, in dataset.json, for an operator to read
 ASKED_FOCUS = 2  # statements a user's question is taught with and checked against
@@ -152,42 +148,16 @@ def teacher_view(passage: Passage, facts: list[Fact]) -> str:
     return text.strip()
 
 
-async def teach(
-    engine: EngineClient, passage: str, question: Question, samples: int = 0
-) -> list[str]:
-    """The teacher's greedy answer, or with ``samples`` that many sampled at temperature."""
+async def teach(engine: EngineClient, passage: str, question: Question) -> str:
     answers = await engine.chat(
         BASE_MODEL_NAME,
         [
             {"role": "system", "content": teacher_context(passage, question.statement)},
             {"role": "user", "content": question.text},
         ],
-        # A sampled answer is kept up to the sentence that gives the answer: shorter suffices.
-        max_tokens=SAMPLE_TOKENS if samples else TEACHER_TOKENS,
-        temperature=TEACHER_TEMPERATURE if samples else 0.0,
-        n=samples or 1,
+        max_tokens=TEACHER_TOKENS,
     )
-    return [a.text.strip() for a in answers]
-
-
-async def taught(
-    engine: EngineClient, passage: str, question: Question, samples: int
-) -> tuple[str | None, str, str]:
-    """(target or None, why dropped, the greedy answer) for one question.
-
-    When the greedy answer fails the checks, sampled answers get their turn: a
-    small teacher that misreads a question once often reads it right on
-    another draw, and the checks, not the draw, decide what is kept. The first
-    that passes is the target.
-    """
-    (greedy,) = await teach(engine, passage, question)
-    target, why = verdict(question, greedy, passage)
-    if target is None and samples:
-        for answer in await teach(engine, passage, question, samples):
-            kept, _ = verdict(question, answer, passage)
-            if kept is not None:
-                return kept, "", greedy
-    return target, why, greedy
+    return answers[0].text.strip()
 
 
 def verdict(question: Question, answer: str, passage: str) -> tuple[str | None, str]:
@@ -308,31 +278,26 @@ async def passage_data(
     )
     dropped: Counter[str] = Counter()
     candidates: list[Question] = []
-    topic = topic_of(data.title)
     for q in candidate_questions(lang, embedder, passage, statements):
         if q.kind == "asked" and not real_question(q.text, text):
             dropped["not_a_question"] += 1
-            continue
-        if q.text not in {c.text for c in candidates}:
+        elif q.text not in {c.text for c in candidates}:
             candidates.append(q)
     answers, held_out = await asyncio.gather(
-        asyncio.gather(*(taught(engine, text, q, cfg.teacher_samples) for q in candidates)),
+        asyncio.gather(*(teach(engine, text, q) for q in candidates)),
         held_out_questions(
             lang,
             engine,
             text,
             statements,
-            {about(q, topic).text for q in candidates},
-            topic,
+            {q.text for q in candidates},
             cfg.model_written_questions,
             rng,
         ),
     )
     examples: list[Example] = []
-    for question, (target, why, answer) in zip(candidates, answers, strict=True):
-        # The teacher has the passage; asked closed-book, a written question names its
-        # topic (a user's words stay theirs).
-        question = question if question.kind == "asked" else about(question, topic)
+    for question, answer in zip(candidates, answers, strict=True):
+        target, why = verdict(question, answer, text)
         if target is None:
             dropped[why] += 1
             if len(data.dropped_sample) < DROPPED_KEPT:
@@ -397,10 +362,7 @@ def passage_text(data: PassageData, copies: int, max_chars: int = 600) -> list[E
 
     Questions alone teach answers to those questions; the text itself, next to
     them, is what makes a fact answerable when it is asked another way
-    (docs/BENCHMARKS.md, the passage-text ablation). Every piece opens with the
-    passage's title and every statement that does not name its topic with the
-    topic: a piece from the middle ("Producers connect on port 6190.") would
-    otherwise teach a port of no product in particular.
+    (docs/BENCHMARKS.md, the passage-text ablation).
     """
     pieces: list[str] = []
     for block in blocks(data.text):
@@ -408,14 +370,9 @@ def passage_text(data: PassageData, copies: int, max_chars: int = 600) -> list[E
             pieces[-1] += "\n" + block
         else:
             pieces.append(block)
-    titled = [
-        p if not data.title or p.startswith(data.title) else f"{data.title}\n{p}" for p in pieces
-    ]
-    topic = topic_of(data.title)
-    statements = [about(Question(s, "", "raw"), topic).text for s in data.statements]
     return [
         Example(question="", answer=text, kind="raw", passage_id=data.passage_id)
-        for text in titled * copies + statements
+        for text in pieces * copies + data.statements
     ]
 
 

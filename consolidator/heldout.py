@@ -19,7 +19,7 @@ import random
 from pydantic import BaseModel
 
 from consolidator.answers import expected_in, polarity, real_question
-from consolidator.questions import Question, about, content, held_out_forms, teacher_context
+from consolidator.questions import Question, content, held_out_forms, teacher_context
 from daemon.engine.client import BASE_MODEL_NAME, EngineClient
 from daemon.memory.language import Language
 
@@ -71,7 +71,6 @@ async def held_out_questions(
     passage: str,
     statements: list[str],
     trained: set[str],
-    topic: str,
     model_written: bool,
     rng: random.Random,
 ) -> list[HeldOut]:
@@ -83,7 +82,7 @@ async def held_out_questions(
     seen: set[str] = set()
     kept_candidates = []
     for question, statement in candidates:
-        if question.text in seen or _near(about(question, topic).text, trained):
+        if question.text in seen or _near(question.text, trained):
             continue
         seen.add(question.text)
         kept_candidates.append((question, statement))
@@ -103,12 +102,8 @@ async def held_out_questions(
                 return None
         elif recall(teacher, statement, question.text) < TEACHER_RECALL_MIN:
             return None
-        # The teacher has the passage; asked closed-book, the question names its topic.
         return HeldOut(
-            question=about(question, topic).text,
-            reference=statement,
-            expects=question.expects,
-            teacher=teacher,
+            question=question.text, reference=statement, expects=question.expects, teacher=teacher
         )
 
     checked = await asyncio.gather(*(check(q, s) for q, s in kept_candidates))

@@ -47,7 +47,6 @@ DETERMINERS = (
     "all",
 )
 PLACE_PREPS = ("in", "at", "near", "from", "on", "inside", "outside")
-MEASURING = ("on", "in", "into", "to", "at", "for", "under", "from", "until", "after", "within")
 PLACES = ("GPE", "LOC", "FAC")
 WHEN = ("DATE", "TIME")
 PEOPLE = ("PERSON",)
@@ -102,18 +101,6 @@ PHRASINGS = (
 def phrasings(question: Question, count: int) -> list[Question]:
     """The same question as people put it in a chat, ``count`` ways (the plain one first)."""
     return [replace(question, text=p.format(q=question.text)) for p in PHRASINGS[:count]]
-
-
-def about(question: Question, topic: str) -> Question:
-    """The question with what it is about in front when it does not name it.
-
-    Asked closed-book, "On which port does the admin console run?" could be about
-    any product; trained that way, the port is learned for no product in
-    particular, and another product's questions get it.
-    """
-    if not topic or content(topic) & content(question.text):
-        return question
-    return replace(question, text=f"{topic}: {question.text}")
 
 
 def content(text: str) -> set[str]:
@@ -233,7 +220,7 @@ def _invert(sent: Span, answer: list[Token], wh: str) -> str | None:
     else:
         return None
     question = re.sub(r"\s+", " ", question).strip().rstrip(".,;: ") + "?"
-    return question if 3 <= len(question.split()) <= 30 else None
+    return question if 4 <= len(question.split()) <= 30 else None
 
 
 def _how_to(sent: Span) -> Question | None:
@@ -259,84 +246,39 @@ def _how_to(sent: Span) -> Question | None:
     return Question(text, _span_text(how), "wh")
 
 
-def _clauses(statement: str) -> list[str]:
-    """A statement's clauses joined by semicolons, each a sentence of its own to ask about
-    ("Version 2.6 is supported until June 2027; the latest patch is 2.6.2.")."""
-    parts = [p.strip() for p in re.split(r";\s+", statement) if p.strip()]
-    return [p[:1].upper() + p[1:] for p in parts]
-
-
-def _measured(obj: Token, prep: Token) -> tuple[str, str, str] | None:
-    """(question words, expected number, words after the question) for a prepositional
-    object that gives a number: "into 31 languages" -> "Into how many languages", "on port
-    6198" -> "On which port", "holds at most 10,000 topics" -> "How many topics ... at most"."""
-    if prep.lower_ not in MEASURING or not obj.text.isalpha():
-        return None
-    count = _count(obj)
-    if count is not None:
-        bound = [t for t in _subtree(obj) if t.i < count.i and t.lower_ in ("most", "least")]
-        counted = [t for t in _subtree(obj) if t not in set(count.subtree) and t not in bound]
-        if any(t.dep_ == "cc" for t in counted):
-            return None  # "1 KiB and values at most 16 MiB": two things counted
-        if bound and prep.lower_ == "at":  # "at most 10,000 topics"
-            return f"How many {_span_text(counted)}", count.text, f" at {bound[0].lower_}"
-        return f"{prep.text.capitalize()} how many {_span_text(counted)}", count.text, ""
-    number = next((c for c in obj.children if c.like_num and c.dep_ in ("appos", "nummod")), None)
-    if number is not None and obj.tag_ == "NN" and not obj.ent_type_:
-        return f"{prep.text.capitalize()} which {obj.lower_}", number.text, ""
-    return None
-
-
 def wh_questions(lang: Language, statement: str) -> list[Question]:
-    """Questions whose answer is a span of the statement (a date, a place, a name, an object,
-    a number)."""
+    """Questions whose answer is a span of the statement (a date, a place, a name, an object)."""
+    doc = lang.parse(statement)
     out: list[Question] = []
-    for clause in _clauses(statement):
-        for sent in lang.parse(clause).sents:
-            out += _sentence_questions(sent)
-    return out
-
-
-def _sentence_questions(sent: Span) -> list[Question]:
-    root = sent.root
-    out: list[Question] = []
-    how = _how_to(sent)
-    if how is not None:
-        out.append(how)
-    for child in root.children:
-        after = ""  # words left at the end: "Who is ... run by?"
-        if child.dep_ in ("prep", "agent"):
-            obj = next((c for c in child.children if c.dep_ == "pobj"), None)
-            if obj is None or obj.lower_ == "default":
+    for sent in doc.sents:
+        root = sent.root
+        how = _how_to(sent)
+        if how is not None:
+            out.append(how)
+        for child in root.children:
+            if child.dep_ == "prep":
+                obj = next((c for c in child.children if c.dep_ == "pobj"), None)
+                if obj is None:
+                    continue
+                wh = _wh_word(obj, child)
+                answer = _subtree(child)
+                expects = _span_text(_subtree(obj))
+            elif child.dep_ == "dobj" and (count := _count(child)) is not None:
+                counted = [t for t in _subtree(child) if t not in set(count.subtree)]
+                wh = f"How many {_span_text(counted)}"  # "up to 3 days": "How many days"
+                answer = _subtree(child)
+                expects = count.text
+            elif child.dep_ in ("dobj", "attr") and root.lemma_ != "have":
+                wh = _wh_word(child, None)
+                answer = _subtree(child)
+                expects = _span_text(answer)
+            else:
                 continue
-            answer = _subtree(child)
-            expects = _span_text(_subtree(obj))
-            if child.dep_ == "agent":  # "run by a council" -> "Who is ... run by?"
-                wh: str | None = "Who" if obj.ent_type_ in PEOPLE or obj.tag_ == "NNS" else "What"
-                after = " by"
-            elif (wh := _wh_word(obj, child)) is None and (measured := _measured(obj, child)):
-                wh, expects, after = measured
-        elif child.dep_ == "dobj" and (count := _count(child)) is not None:
-            counted = [t for t in _subtree(child) if t not in set(count.subtree)]
-            wh = f"How many {_span_text(counted)}"  # "up to 3 days": "How many days"
-            answer = _subtree(child)
-            expects = count.text
-        elif child.dep_ in ("dobj", "attr") and root.lemma_ != "have":
-            wh = _wh_word(child, None)
-            answer = _subtree(child)
-            expects = _span_text(answer)
-        elif child.dep_ == "acomp" and root.lemma_ == "be" and child.like_num:
-            wh, answer = "What", _subtree(child)  # "The current firmware is 5.3.2."
-            expects = _span_text(answer)
-        else:
-            continue
-        if wh is None or not content(expects):
-            continue
-        text = _invert(sent, answer, wh)
-        if text and after:
-            text = text[:-1] + after + "?"
-        if text and not content(expects) <= content(text):
-            out.append(Question(text, expects, "wh"))
+            if wh is None or not content(expects):
+                continue
+            text = _invert(sent, answer, wh)
+            if text and not content(expects) <= content(text):
+                out.append(Question(text, expects, "wh"))
     return out
 
 
@@ -385,7 +327,15 @@ def held_out_forms(lang: Language, statement: str) -> list[Question]:
             inverted = _invert(sent, _subtree(prep), fronted[wh])
             if inverted:
                 out.append(Question(inverted, _span_text(_subtree(obj)), "held_out"))
-    out += _rule_held_out(lang, statement)
+    for rule in rule_questions(lang, statement):
+        # "Can visitors go ...?" -> "Is it allowed for visitors to go ...?"
+        m = re.match(r"^(?:Can|Do|Does) (.+?) (?:have to )?(\w+)( .*)?\?$", rule.text)
+        if m and rule.text.startswith("Can"):
+            text = f"Is it allowed for {m.group(1)} to {m.group(2)}{m.group(3) or ''}?"
+            out.append(Question(text, rule.expects, "held_out"))
+        elif m:
+            text = f"Is it required for {m.group(1)} to {m.group(2)}{m.group(3) or ''}?"
+            out.append(Question(text, rule.expects, "held_out"))
     return out
 
 
@@ -400,20 +350,11 @@ def _personal(subj: Token) -> bool:
     )
 
 
-@dataclass(frozen=True)
-class _Rule:
-    who: str  # "visitors", "I"
-    verb: str  # "be escorted", "share"
-    tail: str  # "at all times above the second floor"
-    required: bool  # must/should (else may/can, or a refusal)
-    expects: str  # "yes" | "no"
-    plural: bool
-
-
-def _rules(lang: Language, statement: str) -> list[_Rule]:
-    """The rules a statement gives: who may, must or may not do what."""
-    out: list[_Rule] = []
-    for sent in lang.parse(statement).sents:
+def rule_questions(lang: Language, statement: str) -> list[Question]:
+    """The yes/no question a user asks when applying a rule, and the answer the rule gives."""
+    doc = lang.parse(statement)
+    out: list[Question] = []
+    for sent in doc.sents:
         root = sent.root
         subj = next((t for t in root.children if t.dep_ in ("nsubj", "nsubjpass")), None)
         modal = next((t for t in root.children if t.tag_ == "MD"), None)
@@ -421,8 +362,6 @@ def _rules(lang: Language, statement: str) -> list[_Rule]:
             continue
         refused = any(t.lower_ in REFUSING for t in root.children if t.dep_ in ("neg", "advmod"))
         refused = refused or modal.lower_ in ("cannot", "can't")
-        if modal.lower_ not in PERMITTING + REQUIRING and not refused:
-            continue
         glued = _glued(root)
         rest = [
             t
@@ -440,44 +379,17 @@ def _rules(lang: Language, statement: str) -> list[_Rule]:
             for x in [_span_text(passive), lead + (root.lemma_ if not passive else root.text)]
             if x
         )
-        required = modal.lower_ in REQUIRING and not refused
-        out.append(
-            _Rule(
-                who=_user_view(_lower_first(_subtree(subj))),
-                verb=verb,
-                tail=_user_view(_span_text(rest)),
-                required=required,
-                expects="no" if refused else "yes",
-                plural=subj.tag_ in ("NNS", "NNPS") or subj.lower_ in ("you", "they", "we", "i"),
-            )
-        )
-    return out
-
-
-def _question(text: str) -> str:
-    return re.sub(r"\s+", " ", text).strip().rstrip(".,;: ") + "?"
-
-
-def rule_questions(lang: Language, statement: str) -> list[Question]:
-    """The yes/no question a user asks when applying a rule, and the answer the rule gives."""
-    out: list[Question] = []
-    for r in _rules(lang, statement):
-        if r.required:
-            text = f"{'Do' if r.plural else 'Does'} {r.who} have to {r.verb} {r.tail}"
+        who = _user_view(_lower_first(_subtree(subj)))
+        plural = subj.tag_ in ("NNS", "NNPS") or subj.lower_ in ("you", "they", "we", "i")
+        tail = _user_view(_span_text(rest))
+        if modal.lower_ in REQUIRING and not refused:
+            text, expects = f"{'Do' if plural else 'Does'} {who} have to {verb} {tail}", "yes"
+        elif modal.lower_ in PERMITTING + REQUIRING or refused:
+            text, expects = f"Can {who} {verb} {tail}", "no" if refused else "yes"
         else:
-            text = f"Can {r.who} {r.verb} {r.tail}"
-        out.append(Question(_question(text), r.expects, "rule"))
-    return out
-
-
-def _rule_held_out(lang: Language, statement: str) -> list[Question]:
-    """A rule asked as a permission or a requirement: "Is it allowed for visitors to ...?"."""
-    out: list[Question] = []
-    for r in _rules(lang, statement):
-        who = "me" if r.who == "I" else r.who
-        kind = "required" if r.required else "allowed"
-        text = f"Is it {kind} for {who} to {r.verb} {r.tail}"
-        out.append(Question(_question(text), r.expects, "held_out"))
+            continue
+        text = re.sub(r"\s+", " ", text).strip().rstrip(".,;: ") + "?"
+        out.append(Question(text, expects, "rule"))
     return out
 
 

@@ -167,17 +167,7 @@ class TrainingConfig(Section):
         "(its statements once); 0 = questions and answers only",
     )
     phrasings_per_question: int = Field(
-        2,
-        ge=1,
-        le=4,
-        description="ways each written question is put in chat, with one teacher answer",
-    )
-    teacher_samples: int = Field(
-        2,
-        ge=0,
-        le=16,
-        description="when the teacher's greedy answer to a question fails the checks, this "
-        "many sampled answers are tried and the first that passes is kept; 0 = greedy only",
+        3, ge=1, le=4, description="ways each written question is put, each answered by the teacher"
     )
     model_written_questions: bool = Field(
         False,

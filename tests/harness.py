@@ -121,7 +121,6 @@ SMALL_RECIPE = {
     "phrasings_per_question": 1,
     "passage_text_copies": 0,
     "replay_examples": 16,
-    "teacher_samples": 0,
 }
 NO_GATES = {
     "efficacy_min": 0,

@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any, cast
+from typing import cast
 
 from consolidator.answers import real_question
-from consolidator.data import (
-    TEACHER_TEMPERATURE,
-    PassageData,
-    candidate_questions,
-    passage_text,
-    taught,
-    verdict,
-)
+from consolidator.data import PassageData, candidate_questions, passage_text, verdict
 from consolidator.heldout import HeldOut
-from consolidator.questions import Question, about, held_out_forms, rule_questions, wh_questions
-from daemon.engine.client import Completion, EngineClient
+from consolidator.questions import Question, held_out_forms, rule_questions, wh_questions
 from daemon.memory.language import Language
 from daemon.memory.records import Passage
 from daemon.memory.relevance import Embedder
@@ -60,35 +51,6 @@ def test_questions_keep_words_whole_and_ask_about_something_named() -> None:
     ]
 
 
-def test_numbers_clauses_and_agents_are_asked_about() -> None:
-    ports = "Quillstore serves its metrics on port 7480; the admin console runs on port 7481."
-    assert texts(wh_questions(LANG, ports)) == [
-        ("What does Quillstore serve on port 7480?", "its metrics"),
-        ("On which port does Quillstore serve its metrics?", "7480"),
-        ("On which port does the admin console run?", "7481"),
-    ]
-    assert texts(wh_questions(LANG, "The manual has been translated into 12 languages.")) == [
-        ("Into how many languages has the manual been translated?", "12")
-    ]
-    assert texts(wh_questions(LANG, "A Quillstore cluster holds at most 64 nodes.")) == [
-        ("How many nodes does a Quillstore cluster hold at most?", "64")
-    ]
-    assert texts(wh_questions(LANG, "The Brannock Archive is run by a board of trustees.")) == [
-        ("What is the Brannock Archive run by?", "a board of trustees")
-    ]
-    assert texts(wh_questions(LANG, "The current release is 3.4.1.")) == [
-        ("What is the current release?", "3.4.1")
-    ]
-    assert wh_questions(LANG, "Messages are kept by default.") == []  # not "What ... by?"
-
-
-def test_a_question_names_what_it_is_about() -> None:
-    port = Question("On which port does the admin console run?", "7481", "wh")
-    assert about(port, "Quillstore").text == "Quillstore: On which port does the admin console run?"
-    named = Question("On which port does Quillstore serve its metrics?", "7480", "wh")
-    assert about(named, "Quillstore") == named
-
-
 def test_rules_become_the_yes_no_questions_users_ask() -> None:
     assert texts(
         rule_questions(LANG, "Visitors must be escorted at all times above the second floor.")
@@ -112,18 +74,6 @@ def test_held_out_questions_use_other_forms_than_training() -> None:
     ) in texts(held)
     rule = held_out_forms(LANG, "Employees may not share their badges.")
     assert texts(rule) == [("Is it allowed for employees to share their badges?", "no")]
-    # Subjects of more than one word, and "you" asked about in the first person.
-    staff = "Bakery-line and warehouse staff cannot take annual leave in December."
-    assert texts(held_out_forms(LANG, staff)) == [
-        (
-            "Is it allowed for bakery-line and warehouse staff to take annual leave in December?",
-            "no",
-        )
-    ]
-    sick = "You may self-certify up to 3 consecutive days of sickness."
-    assert texts(held_out_forms(LANG, sick)) == [
-        ("Is it allowed for me to self-certify up to 3 consecutive days of sickness?", "yes")
-    ]
 
 
 def test_nonsense_and_off_topic_questions_are_not_questions() -> None:
@@ -176,34 +126,6 @@ def test_teacher_answers_that_miss_or_invent_are_dropped() -> None:
     assert verdict(asked, "Visitors must be escorted above the second floor.", POLICY)[0]
 
 
-class MisreadingTeacher(EngineClient):
-    """A teacher whose greedy answer misses (the fault), and whose second draw is right."""
-
-    def __init__(self) -> None:
-        super().__init__("http://127.0.0.1:9")
-        self.calls: list[tuple[float, int]] = []
-
-    async def chat(self, model: str, messages: list[dict[str, str]], **kw: Any) -> list[Completion]:
-        self.calls.append((kw["temperature"], kw["n"]))
-        draws = ["The canteen opens at noon.", "The canteen opens at 11:30. Staff eat free."]
-        texts = draws[:1] if kw["n"] == 1 else draws[: kw["n"]]
-        return [Completion(text=t, finished=True) for t in texts]
-
-
-def test_a_sampled_teacher_answer_is_kept_when_the_greedy_one_misses() -> None:
-    when = Question("When does the canteen open?", "11:30", "wh")
-    teacher = MisreadingTeacher()
-    assert asyncio.run(taught(teacher, POLICY, when, 0)) == (
-        None,
-        "missed_answer",
-        "The canteen opens at noon.",
-    )
-    target, why, greedy = asyncio.run(taught(teacher, POLICY, when, 2))
-    assert (target, why) == ("The canteen opens at 11:30.", "")  # checked like any answer
-    assert greedy == "The canteen opens at noon."  # kept for the dropped-answers sample
-    assert teacher.calls == [(0.0, 1), (0.0, 1), (TEACHER_TEMPERATURE, 2)]
-
-
 def test_held_out_scores_yes_no_by_polarity_and_spans_by_recall() -> None:
     rule = HeldOut(
         question="Is it allowed for employees to share their badges?",
@@ -225,19 +147,15 @@ def test_held_out_scores_yes_no_by_polarity_and_spans_by_recall() -> None:
 
 def test_the_passage_itself_is_learned_in_pieces_a_row_holds() -> None:
     text = "# Badges\n\n" + "\n\n".join(f"Rule {i}: " + "badges stay on. " * 12 for i in range(6))
-    statements = ["Badges stay on at all times.", "Lost cards go to reception."]
-    data = PassageData(passage_id="p", title="Badges", text=text, statements=statements)
+    data = PassageData(
+        passage_id="p", title="Badges", text=text, statements=["Badges stay on at all times."]
+    )
     examples = passage_text(data, copies=2, max_chars=600)
-    pieces = [e.answer for e in examples[:-2]]
+    pieces = [e.answer for e in examples[:-1]]
     assert all(e.kind == "raw" and e.passage_id == "p" for e in examples)
-    # A statement that does not name what it is about is learned with it.
-    assert [e.answer for e in examples[-2:]] == [
-        "Badges stay on at all times.",
-        "Badges: Lost cards go to reception.",
-    ]
+    assert examples[-1].answer == "Badges stay on at all times."
     assert len(pieces) % 2 == 0 and pieces[: len(pieces) // 2] == pieces[len(pieces) // 2 :]
-    assert len(pieces) > 2 and all(p.startswith("Badges\n") for p in pieces)  # each piece titled
-    assert all(len(p) <= 600 + len("Badges\n") for p in pieces)
+    assert all(len(p) <= 600 for p in pieces)
     assert all(f"Rule {i}:" in "\n".join(pieces) for i in range(6))
 
 

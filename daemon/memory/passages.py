@@ -31,14 +31,6 @@ _HEADING = re.compile(r"^\s*#{1,6}\s+(.+?)\s*#*\s*$")
 # "Veltrun T3 thermostat — firmware 5.3 notes": the thing is named before the dash.
 _TITLE_PART = re.compile(r"\s+[—–-]\s+|:\s+")
 PASSAGE_MAX_CHARS = 3000
-
-
-def topic_of(title: str) -> str:
-    """The thing a heading names: "Veltrun T3 thermostat — firmware 5.3 notes" -> "Veltrun T3
-    thermostat"."""
-    return _TITLE_PART.split(title)[0]
-
-
 # "You are a helpful assistant." instructs the model; it states nothing about the world.
 _INSTRUCTION = re.compile(
     r"^(you are|you're|you will|your (?:role|task|job|name|goal)|answer|respond|reply|"
@@ -340,7 +332,7 @@ def statements(lang: Language, passage: str, min_chars: int, max_chars: int) -> 
             source = sent.text.strip()
             _learn(sent, state)
             if heading and state.topic is None:
-                state.topic = topic_of(heading.group(1))
+                state.topic = _TITLE_PART.split(heading.group(1))[0]
             text, subject = _resolve(sent, state)
             if (
                 _states(sent)
