@@ -1,7 +1,7 @@
 """Serving memoryd: ``run(settings)`` is the entry point; the ``serve`` command only calls it.
 
 Signals are handled here: SIGTERM and SIGINT drain through uvicorn, SIGHUP
-re-reads the config and applies what can change live. The services reach this
+re-reads the config and applies what can change live, SIGPIPE is ignored. The services reach this
 module through ``create_app(on_ready=...)``, once they are started.
 """
 
@@ -37,6 +37,9 @@ def run(settings: Settings, config_file: str | None = None) -> int:
     # handler it found: make that a no-op so a clean shutdown exits 0.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
+    # The CLI dies quietly on a closed pipe (`memoryd facts list | head`); a server
+    # must not: a client that resets its connection mid-stream would kill it.
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(_serve(settings, config_file))
 

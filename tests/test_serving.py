@@ -12,13 +12,14 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 import pytest
-from openai import OpenAI
-from openai.types.chat import ChatCompletionMessageParam
+from openai import OpenAI, Stream
+from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
 
 from tests.harness import Daemon
 
@@ -297,21 +298,60 @@ def test_413_body_too_large(served: Daemon) -> None:
     still_serving(served)
 
 
+def long_stream(served: Daemon) -> Stream[ChatCompletionChunk]:
+    """A stream of over 10 MB (eight choices, twenty top logprobs a token): more than the
+    socket buffers between the daemon and a client that stops reading can hold
+    (tcp_wmem's 4 MB at most), so the daemon cannot finish sending it."""
+    return memoryd(served).chat.completions.create(
+        model="memoryd",
+        messages=ASK,
+        max_tokens=1900,
+        n=8,
+        logprobs=True,
+        top_logprobs=20,
+        extra_body={"ignore_eos": True},
+        stream=True,
+    )
+
+
+def unsent_bytes(port: int) -> int:
+    """What the daemon has written to its clients' sockets and they have not read (Linux)."""
+    total = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].split(":")[1], 16) == port:
+            total += int(fields[4].split(":")[0], 16)
+    return total
+
+
+def test_a_client_that_stops_reading_and_goes_away_costs_nothing(served: Daemon) -> None:
+    """Closing a connection the daemon is blocked writing to resets it under that write:
+    the daemon must take the error (not SIGPIPE) and go on serving."""
+    with long_stream(served) as stream:
+        next(iter(stream))
+        # Full: a megabyte or more unread, and no more going in.
+        deadline = time.monotonic() + 300
+        unsent = [0, -1]
+        while unsent[-1] < 1 << 20 or unsent[-1] != unsent[-2]:
+            assert time.monotonic() < deadline, f"the daemon's socket never filled: {unsent}"
+            time.sleep(2)
+            unsent.append(unsent_bytes(served.port))
+    assert served.proc is not None and served.proc.poll() is None
+    test_after_429_requests_are_served_again(served)
+
+
 @pytest.fixture
 def three_long_streams(served: Daemon) -> Iterator[None]:
-    """Fills server.max_concurrent_requests (3) with streams held open."""
+    """Fills server.max_concurrent_requests (3) with streams held open.
+
+    A holder is a client that reads one chunk and no more: its stream stays in
+    flight until it is released, however fast the engine runs.
+    """
     release = threading.Event()
     opened = threading.Barrier(4)
 
     def hold() -> None:
-        stream = memoryd(served).chat.completions.create(
-            model="memoryd",
-            messages=ASK,
-            max_tokens=1500,
-            extra_body={"ignore_eos": True},
-            stream=True,
-        )
-        with stream:
+        with long_stream(served) as stream:
             next(iter(stream))
             opened.wait()
             release.wait()
@@ -320,6 +360,8 @@ def three_long_streams(served: Daemon) -> Iterator[None]:
     for t in holders:
         t.start()
     opened.wait(timeout=120)
+    status = served.admin("GET", "/admin/status", headers={"Authorization": f"Bearer {ADMIN}"})
+    assert status.json()["consolidation"]["in_flight"] == 3
     yield
     release.set()
     for t in holders:
