@@ -1,8 +1,9 @@
 """Serving memoryd: ``run(settings)`` is the entry point; the ``serve`` command only calls it.
 
 Signals are handled here: SIGTERM and SIGINT drain through uvicorn, SIGHUP
-re-reads the config and applies what can change live, SIGPIPE is ignored. The services reach this
-module through ``create_app(on_ready=...)``, once they are started.
+re-reads the config and applies what can change live, SIGPIPE is ignored. The
+services reach this module through ``create_app(on_ready=...)``, once they are
+started.
 """
 
 from __future__ import annotations

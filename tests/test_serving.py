@@ -331,13 +331,13 @@ def test_a_client_that_stops_reading_and_goes_away_costs_nothing(served: Daemon)
         next(iter(stream))
         # Full: a megabyte or more unread, and no more going in.
         deadline = time.monotonic() + 300
-        unsent = [0, -1]
-        while unsent[-1] < 1 << 20 or unsent[-1] != unsent[-2]:
+        before, unsent = -1, 0
+        while unsent < 1 << 20 or unsent != before:
             assert time.monotonic() < deadline, f"the daemon's socket never filled: {unsent}"
             time.sleep(2)
-            unsent.append(unsent_bytes(served.port))
+            before, unsent = unsent, unsent_bytes(served.port)
     assert served.proc is not None and served.proc.poll() is None
-    test_after_429_requests_are_served_again(served)
+    served_again(served)
 
 
 @pytest.fixture
@@ -377,6 +377,11 @@ def test_429_over_max_concurrent_requests(served: Daemon, three_long_streams: No
 
 
 def test_after_429_requests_are_served_again(served: Daemon) -> None:
+    served_again(served)
+
+
+def served_again(served: Daemon) -> None:
+    """A request is served once the streams that held the slots have closed."""
     deadline = time.monotonic() + 30
     while True:
         try:
