@@ -344,28 +344,34 @@ def test_a_client_that_stops_reading_and_goes_away_costs_nothing(served: Daemon)
 def three_long_streams(served: Daemon) -> Iterator[None]:
     """Fills server.max_concurrent_requests (3) with streams held open.
 
-    A holder is a client that reads one chunk and no more: its stream stays in
-    flight until it is released, however fast the engine runs.
+    A holder opens a stream and reads nothing: the daemon cannot finish sending
+    it, so it stays in flight until released, however fast or slow the engine
+    runs. The slots count as full once the daemon itself says so.
     """
     release = threading.Event()
-    opened = threading.Barrier(4)
 
     def hold() -> None:
-        with long_stream(served) as stream:
-            next(iter(stream))
-            opened.wait()
+        with long_stream(served):
             release.wait()
 
     holders = [threading.Thread(target=hold) for _ in range(3)]
     for t in holders:
         t.start()
-    opened.wait(timeout=120)
-    status = served.admin("GET", "/admin/status", headers={"Authorization": f"Bearer {ADMIN}"})
-    assert status.json()["consolidation"]["in_flight"] == 3
+    deadline = time.monotonic() + 300
+    while (in_flight := status_of(served)["consolidation"]["in_flight"]) != 3:
+        assert time.monotonic() < deadline, f"{in_flight} of the three streams in flight"
+        assert all(t.is_alive() for t in holders), "a holder's stream was refused or failed"
+        time.sleep(0.5)
     yield
     release.set()
     for t in holders:
         t.join()
+
+
+def status_of(served: Daemon) -> dict[str, Any]:
+    reply = served.admin("GET", "/admin/status", headers={"Authorization": f"Bearer {ADMIN}"})
+    body: dict[str, Any] = reply.json()
+    return body
 
 
 def test_429_over_max_concurrent_requests(served: Daemon, three_long_streams: None) -> None:
