@@ -2,10 +2,10 @@
 
 The training questions invert each statement around a span it gives
 (consolidator.questions.wh_questions) or ask a rule as "Can I ...?". The
-held-out ones ask the other way round ("Who was honoured with ... in 2009?"),
-with a fronted preposition ("In what year ...?") or a rule as "Is it allowed
-for ... to ...?" (consolidator.questions.held_out_forms); with
-``model_written_questions`` the served model also writes some. A question is
+held-out ones (held_out_forms) ask the other way round ("Who was honoured
+with ... in 2009?"), with a fronted preposition ("In what year ...?") or a
+rule as "Are ... allowed to ...?"; with ``model_written_questions`` the
+served model also writes some. A question is
 kept only when it is not one of the training questions in other clothes and
 the teacher (the base model with the whole passage in context) answers it
 with what is expected: then that is the reference any answer is scored against.
@@ -15,13 +15,31 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
 from consolidator.answers import expected_in, polarity, real_question
-from consolidator.questions import Question, content, held_out_forms, teacher_context
+from consolidator.questions import Question, content, teacher_context
+from consolidator.syntax import (
+    CLAUSE_PUNCT,
+    CLAUSES,
+    YEAR,
+    Rule,
+    as_question,
+    invert,
+    personal,
+    phrase,
+    rules,
+    span_text,
+    wh_word,
+)
 from daemon.engine.client import BASE_MODEL_NAME, EngineClient
 from daemon.memory.language import Language
+
+if TYPE_CHECKING:
+    from spacy.tokens import Span
 
 WRITE_PROMPT = "Write one short question that is answered by this sentence: {statement}"
 STATEMENTS_ASKED = 5  # per passage, spread over it
@@ -65,6 +83,86 @@ def _near(question: str, others: set[str]) -> bool:
     return False
 
 
+def held_out_forms(lang: Language, statement: str) -> list[Question]:
+    """Questions the training procedure never writes, for the gates.
+
+    The other direction (who or what did it: "Who was honoured with the
+    Brannock Prize in 2009?"), a fronted preposition ("In what year was ... born?"),
+    and a rule asked as a permission ("Are visitors allowed to ...?"):
+    other words and other grammar than the trained questions. Each clause of
+    a statement joined by a semicolon is asked about on its own.
+    """
+    out: list[Question] = []
+    for clause in re.split(r";\s+", statement):
+        for sent in lang.parse(clause).sents:
+            if not _misread(sent):
+                out += _reversed(sent) + _fronted(sent)
+        out += [_permission(rule) for rule in rules(lang, clause)]
+    return out
+
+
+def _misread(sent: Span) -> bool:
+    """A subject that opens with a number: "From 2005 to 2016 Verhoeven taught ..." parsed
+    with "2016 Verhoeven" as the subject, whose questions would be nonsense."""
+    subj = next((t for t in sent.root.children if t.dep_ in ("nsubj", "nsubjpass")), None)
+    if subj is None or subj.pos_ != "PROPN":
+        return False
+    return min(phrase(subj), key=lambda t: t.i).like_num
+
+
+def _reversed(sent: Span) -> list[Question]:
+    """Who or what did it, or is it: the named subject becomes the answer."""
+    root = sent.root
+    subj = next((t for t in root.children if t.dep_ in ("nsubj", "nsubjpass")), None)
+    if subj is None or root.pos_ not in ("VERB", "AUX"):
+        return []
+    subject = phrase(subj)
+    named = any(t.pos_ == "PROPN" for t in subject)
+    if not named or root.lemma_ == "be" or any(t.tag_ == "MD" for t in root.children):
+        return []  # "X is Y" asked backwards ("What is a fox named Bramble?") is not learnt
+    who = "Who" if subj.ent_type_ in ("PERSON", "NORP") or personal(subj) else "What"
+    # What follows the verb, and its auxiliaries: "Since 1902" or "After retiring"
+    # before the subject would open the question with a fragment.
+    rest = [
+        t
+        for child in root.children
+        if child.dep_ not in (*CLAUSES, "nsubj", "nsubjpass")
+        and (child.i > root.i or child.dep_ in ("aux", "auxpass", "neg"))
+        and not (child.dep_ == "punct" and child.text in CLAUSE_PUNCT)
+        for t in phrase(child)
+    ]  # fmt: skip
+    text = f"{who} {span_text([root, *rest])}"
+    text = re.sub(r"\s+(?:and|or|but)$", "", as_question(text).rstrip("?")) + "?"
+    return [Question(text, span_text(subject), "held_out")] if 4 <= len(text.split()) <= 30 else []
+
+
+def _fronted(sent: Span) -> list[Question]:
+    """A year or a place asked with its preposition first: "In what year was ... abolished?"."""
+    out = []
+    for prep in (c for c in sent.root.children if c.dep_ == "prep"):
+        obj = next((c for c in prep.children if c.dep_ == "pobj"), None)
+        if obj is None:
+            continue
+        wh = wh_word(obj, prep)
+        if wh == "When" and YEAR.fullmatch(obj.text):
+            front = f"{prep.text.capitalize()} what year"
+        elif wh == "Where":
+            front = f"{prep.text.capitalize()} which place"
+        else:
+            continue  # "In 2.6.0": a version, not a year
+        inverted = invert(sent, phrase(prep), front)
+        if inverted:
+            out.append(Question(inverted, span_text(phrase(obj)), "held_out"))
+    return out
+
+
+def _permission(r: Rule) -> Question:
+    """A rule asked as a permission or a requirement: "Are visitors allowed to ...?"."""
+    be = "Am" if r.who == "I" else "Are" if r.plural else "Is"
+    kind = "required" if r.required else "allowed"
+    return Question(as_question(f"{be} {r.who} {kind} to {r.verb} {r.tail}"), r.expects, "held_out")
+
+
 async def held_out_questions(
     lang: Language,
     engine: EngineClient,
@@ -87,6 +185,11 @@ async def held_out_questions(
         seen.add(question.text)
         kept_candidates.append((question, statement))
 
+    def answered(question: Question, statement: str, teacher: str) -> bool:
+        if question.expects:
+            return expected_in(teacher, question.expects)
+        return recall(teacher, statement, question.text) >= TEACHER_RECALL_MIN
+
     async def check(question: Question, statement: str) -> HeldOut | None:
         answers = await engine.chat(
             BASE_MODEL_NAME,
@@ -97,10 +200,7 @@ async def held_out_questions(
             max_tokens=TEACHER_TOKENS,
         )
         teacher = answers[0].text.strip()
-        if question.expects:
-            if not expected_in(teacher, question.expects):
-                return None
-        elif recall(teacher, statement, question.text) < TEACHER_RECALL_MIN:
+        if not answered(question, statement, teacher):
             return None
         return HeldOut(
             question=question.text, reference=statement, expects=question.expects, teacher=teacher

@@ -6,8 +6,8 @@ from typing import cast
 
 from consolidator.answers import real_question
 from consolidator.data import PassageData, candidate_questions, passage_text, verdict
-from consolidator.heldout import HeldOut
-from consolidator.questions import Question, held_out_forms, rule_questions, wh_questions
+from consolidator.heldout import HeldOut, held_out_forms
+from consolidator.questions import Question, rule_questions, wh_questions
 from daemon.memory.language import Language
 from daemon.memory.records import Passage
 from daemon.memory.relevance import Embedder
@@ -73,7 +73,35 @@ def test_held_out_questions_use_other_forms_than_training() -> None:
         "1984",
     ) in texts(held)
     rule = held_out_forms(LANG, "Employees may not share their badges.")
-    assert texts(rule) == [("Is it allowed for employees to share their badges?", "no")]
+    assert texts(rule) == [("Are employees allowed to share their badges?", "no")]
+
+
+def test_held_out_questions_are_whole_questions_of_the_statement() -> None:
+    """Subjects of several words, fronted adverbials, versions and clauses: each form is
+    one grammatical question whose expected answer the statement gives."""
+    assert texts(
+        held_out_forms(LANG, "Bakery-line and warehouse workers cannot take leave in December.")
+    ) == [("Are bakery-line and warehouse workers allowed to take leave in December?", "no")]
+    assert texts(held_out_forms(LANG, "You may add up to 3 personal days to a trip.")) == [
+        ("Am I allowed to add up to 3 personal days to a trip?", "yes")
+    ]
+    # "Since 1902" stays out of the reversed question; it is asked for on its own.
+    journal = "Since 1902 the Halsworth Guild has published a quarterly journal."
+    assert texts(held_out_forms(LANG, journal)) == [
+        ("What has published a quarterly journal?", "the Halsworth Guild"),
+        ("Since what year has the Halsworth Guild published a quarterly journal?", "1902"),
+    ]
+    # "2016 Verhoeven" misread as the subject: no question rather than a garbled one.
+    taught = "From 2005 to 2016 Verhoeven-Castellane taught creative writing at Dunmarrow."
+    assert held_out_forms(LANG, taught) == []
+    # A version is not a year; a clause after a semicolon is a statement of its own.
+    assert held_out_forms(LANG, "In 2.6.0, relayctl drain hangs on large nodes.") == []
+    abolished = "The first charter limited membership to 40; the limit was abolished in 1931."
+    assert ("In what year was the limit abolished?", "1931") in texts(
+        held_out_forms(LANG, abolished)
+    )
+    # "X is a Y" is not asked backwards: an adapter taught "X is a Y" does not learn "a Y is X".
+    assert held_out_forms(LANG, "The mascot of the Harrowgate Hawks is a fox named Bramble.") == []
 
 
 def test_nonsense_and_off_topic_questions_are_not_questions() -> None:
@@ -128,7 +156,7 @@ def test_teacher_answers_that_miss_or_invent_are_dropped() -> None:
 
 def test_held_out_scores_yes_no_by_polarity_and_spans_by_recall() -> None:
     rule = HeldOut(
-        question="Is it allowed for employees to share their badges?",
+        question="Are employees allowed to share their badges?",
         reference="Employees may not share their badges.",
         expects="no",
         teacher="No.",
