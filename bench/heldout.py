@@ -11,9 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +19,7 @@ from consolidator.evaluate import ask, mean
 from consolidator.heldout import HeldOut, held_out_questions
 from daemon.config import EngineConfig
 from daemon.engine.client import BASE_MODEL_NAME, EngineClient
-from daemon.engine.process import vllm_command
+from daemon.engine.process import ManagedEngine
 from daemon.memory.language import Language
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,34 +80,16 @@ def main() -> None:
     )
     parser.add_argument("--port", type=int, default=8931)
     args = parser.parse_args()
-    cfg = EngineConfig(port=args.port)
-    env = {
-        **os.environ,
-        "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
-        "VLLM_CPU_KVCACHE_SPACE": str(cfg.cpu_kvcache_gib),
-    }
-    log = open(args.adapter_dir.parent / "heldout-vllm.log", "w")  # noqa: SIM115
-    vllm = subprocess.Popen(
-        vllm_command(cfg, args.model), env=env, stdout=log, stderr=subprocess.STDOUT
-    )
+    vllm = ManagedEngine(EngineConfig(port=args.port), args.model, args.adapter_dir.parent)
 
     async def run() -> list[dict[str, Any]]:
-        engine = EngineClient(f"http://127.0.0.1:{args.port}")
+        await vllm.start()
         try:
-            while not await engine.healthy():
-                if vllm.poll() is not None:
-                    raise SystemExit(f"vLLM exited; see {log.name}")
-                await asyncio.sleep(2)
-            return await compare(engine, args.adapter_dir)
+            return await compare(vllm.client, args.adapter_dir)
         finally:
-            await engine.aclose()
+            await vllm.stop()
 
-    try:
-        rows = asyncio.run(run())
-    finally:
-        vllm.terminate()
-        vllm.wait()
-        log.close()
+    rows = asyncio.run(run())
     for k in ("run", "now"):
         counts = [r[k]["questions"] for r in rows]
         below = sum(1 for r in rows if r[k]["questions"] and r[k]["adapter"] < r[k]["base"])

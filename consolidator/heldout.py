@@ -33,6 +33,7 @@ from consolidator.syntax import (
     phrase,
     rules,
     span_text,
+    subject_of,
     wh_word,
 )
 from daemon.engine.client import BASE_MODEL_NAME, EngineClient
@@ -104,7 +105,7 @@ def held_out_forms(lang: Language, statement: str) -> list[Question]:
 def _misread(sent: Span) -> bool:
     """A subject that opens with a number: "From 2005 to 2016 Verhoeven taught ..." parsed
     with "2016 Verhoeven" as the subject, whose questions would be nonsense."""
-    subj = next((t for t in sent.root.children if t.dep_ in ("nsubj", "nsubjpass")), None)
+    subj = subject_of(sent.root)
     if subj is None or subj.pos_ != "PROPN":
         return False
     return min(phrase(subj), key=lambda t: t.i).like_num
@@ -113,7 +114,7 @@ def _misread(sent: Span) -> bool:
 def _reversed(sent: Span) -> list[Question]:
     """Who or what did it, or is it: the named subject becomes the answer."""
     root = sent.root
-    subj = next((t for t in root.children if t.dep_ in ("nsubj", "nsubjpass")), None)
+    subj = subject_of(root)
     if subj is None or root.pos_ not in ("VERB", "AUX"):
         return []
     subject = phrase(subj)
@@ -131,8 +132,8 @@ def _reversed(sent: Span) -> list[Question]:
         and not (child.dep_ == "punct" and child.text in CLAUSE_PUNCT)
         for t in phrase(child)
     ]  # fmt: skip
-    text = f"{who} {span_text([root, *rest])}"
-    text = re.sub(r"\s+(?:and|or|but)$", "", as_question(text).rstrip("?")) + "?"
+    # "... between 22:00 and 06:00, or when ...": the "or" of a clause left out.
+    text = as_question(re.sub(r"[\s,]+(?:and|or|but)$", "", f"{who} {span_text([root, *rest])}"))
     return [Question(text, span_text(subject), "held_out")] if 4 <= len(text.split()) <= 30 else []
 
 
@@ -185,11 +186,6 @@ async def held_out_questions(
         seen.add(question.text)
         kept_candidates.append((question, statement))
 
-    def answered(question: Question, statement: str, teacher: str) -> bool:
-        if question.expects:
-            return expected_in(teacher, question.expects)
-        return recall(teacher, statement, question.text) >= TEACHER_RECALL_MIN
-
     async def check(question: Question, statement: str) -> HeldOut | None:
         answers = await engine.chat(
             BASE_MODEL_NAME,
@@ -200,7 +196,10 @@ async def held_out_questions(
             max_tokens=TEACHER_TOKENS,
         )
         teacher = answers[0].text.strip()
-        if not answered(question, statement, teacher):
+        if question.expects:
+            if not expected_in(teacher, question.expects):
+                return None
+        elif recall(teacher, statement, question.text) < TEACHER_RECALL_MIN:
             return None
         return HeldOut(
             question=question.text, reference=statement, expects=question.expects, teacher=teacher

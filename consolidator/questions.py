@@ -31,6 +31,7 @@ from consolidator.syntax import (
     phrase,
     rules,
     span_text,
+    subject_of,
     user_view,
     wh_word,
 )
@@ -69,7 +70,7 @@ def content(text: str) -> set[str]:
 def _how_to(sent: Span) -> Question | None:
     """An instruction with its purpose ("Run quillctl compact to reclaim space.") -> "How do I ...?"."""
     root = sent.root
-    if root.tag_ != "VB" or any(c.dep_ in ("nsubj", "nsubjpass") for c in root.children):
+    if root.tag_ != "VB" or subject_of(root) is not None:
         return None
     purpose = next(
         (

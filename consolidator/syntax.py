@@ -148,10 +148,14 @@ def count_of(noun: Token) -> Token | None:
     return next((c for c in noun.children if c.dep_ == "nummod" and c.like_num), None)
 
 
+def subject_of(verb: Token) -> Token | None:
+    return next((t for t in verb.children if t.dep_ in ("nsubj", "nsubjpass")), None)
+
+
 def invert(sent: Span, answer: list[Token], wh: str) -> str | None:
     """The question a statement answers with ``answer`` replaced by ``wh``."""
     root = sent.root
-    subj = next((t for t in root.children if t.dep_ in ("nsubj", "nsubjpass")), None)
+    subj = subject_of(root)
     if subj is None or root.pos_ not in ("VERB", "AUX"):
         return None
     if subj.lower_ in UNNAMED and not list(subj.children):
@@ -184,7 +188,7 @@ def invert(sent: Span, answer: list[Token], wh: str) -> str | None:
         question = f"{wh} {DO[root.tag_]} {subj_text} {tail}"
     else:
         return None
-    question = re.sub(r"\s+", " ", question).strip().rstrip(".,;: ") + "?"
+    question = as_question(question)
     return question if 4 <= len(question.split()) <= 30 else None
 
 
@@ -215,7 +219,7 @@ def rules(lang: Language, statement: str) -> list[Rule]:
     out: list[Rule] = []
     for sent in lang.parse(statement).sents:
         root = sent.root
-        subj = next((t for t in root.children if t.dep_ in ("nsubj", "nsubjpass")), None)
+        subj = subject_of(root)
         modal = next((t for t in root.children if t.tag_ == "MD"), None)
         if subj is None or modal is None or root.pos_ != "VERB":
             continue

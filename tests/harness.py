@@ -184,8 +184,9 @@ def metric(url: str, name: str, **labels: str) -> float:
     )
 
 
-def status(daemon: Daemon) -> dict[str, Any]:
-    return dict(daemon.admin("GET", "/admin/status").json())
+def status(daemon: Daemon, token: str | None = None) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return dict(daemon.admin("GET", "/admin/status", headers=headers).json())
 
 
 def run_events(daemon: Daemon, run: int) -> list[dict[str, Any]]:

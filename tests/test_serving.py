@@ -21,7 +21,7 @@ import pytest
 from openai import OpenAI, Stream
 from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
 
-from tests.harness import Daemon
+from tests.harness import Daemon, status
 
 KEY = "sk-memoryd-test"
 ADMIN = "admin-memoryd-test"
@@ -358,7 +358,7 @@ def three_long_streams(served: Daemon) -> Iterator[None]:
     for t in holders:
         t.start()
     deadline = time.monotonic() + 300
-    while (in_flight := status_of(served)["consolidation"]["in_flight"]) != 3:
+    while (in_flight := status(served, ADMIN)["consolidation"]["in_flight"]) != 3:
         assert time.monotonic() < deadline, f"{in_flight} of the three streams in flight"
         assert all(t.is_alive() for t in holders), "a holder's stream was refused or failed"
         time.sleep(0.5)
@@ -366,12 +366,6 @@ def three_long_streams(served: Daemon) -> Iterator[None]:
     release.set()
     for t in holders:
         t.join()
-
-
-def status_of(served: Daemon) -> dict[str, Any]:
-    reply = served.admin("GET", "/admin/status", headers={"Authorization": f"Bearer {ADMIN}"})
-    body: dict[str, Any] = reply.json()
-    return body
 
 
 def test_429_over_max_concurrent_requests(served: Daemon, three_long_streams: None) -> None:
