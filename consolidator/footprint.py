@@ -48,7 +48,7 @@ def weight_dtype(setting: str, device: str) -> torch.dtype:
     """The frozen base model's dtype: 16-bit on GPUs (bfloat16 where supported), else float32.
 
     On the CPU memory is rarely the limit and the recipe was tuned with float32
-    weights (autocast still runs the matmuls in bfloat16).
+    weights (autocast runs the matmuls in bfloat16 where the CPU has AMX).
     """
     if device != "cuda":
         return torch.float32

@@ -190,7 +190,9 @@ class TrainingConfig(Section):
     weight_decay: float = Field(0.0, ge=0)
     lora_dropout: float = Field(0.0, ge=0, lt=1)
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
-        "auto", description="autocast dtype; auto = bfloat16 where supported, else float16 on GPUs"
+        "auto",
+        description="autocast dtype; auto = bfloat16 on GPUs that have it and on CPUs with AMX, "
+        "float16 on older GPUs, float32 on other CPUs",
     )
     memory_budget_gib: float = Field(
         0.0,
