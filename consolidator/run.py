@@ -24,7 +24,7 @@ from consolidator import footprint
 from consolidator.checkpoint import Checkpoint, checkpoint_key
 from consolidator.data import Dataset, build_dataset, probe_set
 from consolidator.evaluate import evaluate
-from consolidator.train import train_adapter
+from consolidator.train import autocast_dtype, train_adapter
 from consolidator.worker import work
 from consolidator.yielding import YieldingEngine
 from daemon import logs
@@ -124,7 +124,10 @@ async def consolidate(
         "fit", asyncio.to_thread(footprint.check, model_dir, cfg.training, device)
     )
     rec.run.steps[-1].detail.update(
-        estimated_gib=round(fits.total_gib, 2), weight_dtype=fits.weight_dtype, device=device
+        estimated_gib=round(fits.total_gib, 2),
+        weight_dtype=fits.weight_dtype,
+        autocast=str(autocast_dtype(cfg.training.dtype, device)).removeprefix("torch."),
+        device=device,
     )
     selected = await rec.step("select", store.eligible(cfg.min_conversations))
     run.passage_ids = [p.id for p, _ in selected]

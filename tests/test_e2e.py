@@ -250,20 +250,21 @@ def test_adapters_rollback_and_corrupt_copy_refused(learner: Daemon, config: Pat
     # A swap under load: an intact copy as v3 is promoted while requests run; none fails.
     shutil.rmtree(bad)
     shutil.copytree(src, learner.state_dir / "adapters" / "v3")
-    served: list[str] = []
+    served: list[tuple[float, str]] = []  # when each request was sent, and who answered it
     failures: list[str] = []
     stop = threading.Event()
 
     def traffic() -> None:
         client = learner.openai(max_retries=0)
         while not stop.is_set():
+            sent = time.monotonic()
             try:
                 reply = client.chat.completions.create(
                     model="memoryd",
                     messages=[{"role": "user", "content": FACTS[3][1]}],
                     max_tokens=8,
                 )
-                served.append(reply.model)
+                served.append((sent, reply.model))
             except Exception as exc:
                 failures.append(repr(exc))
 
@@ -272,13 +273,18 @@ def test_adapters_rollback_and_corrupt_copy_refused(learner: Daemon, config: Pat
         w.start()
     time.sleep(2)
     swapped = learner.cli("adapters", "rollback", "3")
-    time.sleep(2)
+    swapped_at = time.monotonic()
+    # Traffic runs on until requests sent after the swap have come back, however slow the machine.
+    deadline = swapped_at + 120
+    while sum(sent > swapped_at for sent, _ in served) < 4 and time.monotonic() < deadline:
+        time.sleep(0.2)
     stop.set()
     for w in workers:
         w.join()
     assert swapped.returncode == 0, swapped.stderr
     assert not failures, failures[:3]
-    assert served[0] == "mem-v1" and served[-1] == "mem-v3", (served[:3], served[-3:])
+    after = [model for sent, model in served if sent > swapped_at]
+    assert served[0][1] == "mem-v1" and after and set(after) == {"mem-v3"}, (served[:3], after)
     models = {m.id for m in learner.openai().models.list().data}
     assert "mem-v3" in models
 
