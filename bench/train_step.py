@@ -22,7 +22,7 @@ from transformers import AutoModelForCausalLM
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from consolidator.train import IGNORE, answer_loss, autocast_dtype
+from consolidator.train import IGNORE, answer_loss, autocast, autocast_dtype
 from daemon.config import TrainingConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,7 +58,7 @@ def main() -> None:
         seconds = []
         for _ in range(WARMUP_STEPS + args.steps):
             start = time.monotonic()
-            with torch.autocast(device, dtype=dtype, enabled=dtype != torch.float32):
+            with autocast(device, dtype):
                 loss = answer_loss(model, ids, labels, mask, anchored, cfg.kl_weight)
             loss.backward()
             optimizer.step()

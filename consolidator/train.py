@@ -144,8 +144,8 @@ def autocast_dtype(setting: str, device: str) -> torch.dtype:
     """bfloat16 on GPUs that have it (float16 on older ones) and on CPUs with AMX; else float32.
 
     Without AMX tiles a bfloat16 autocast step on the CPU is slower than a float32
-    one: the casts cost more than the bfloat16 matmuls save (docs/BENCHMARKS.md,
-    7.7 s against 4.0 s a step with AVX512-BF16 but no AMX).
+    one: the casts cost more than the bfloat16 matmuls save (bench/train_step.py:
+    7.2 s against 4.0 s a step with AVX512-BF16 but no AMX; docs/BENCHMARKS.md).
     """
     if setting != "auto":
         dtype: torch.dtype = getattr(torch, setting)
@@ -153,6 +153,11 @@ def autocast_dtype(setting: str, device: str) -> torch.dtype:
     if device == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.bfloat16 if torch.cpu._is_amx_tile_supported() else torch.float32
+
+
+def autocast(device: str, dtype: torch.dtype) -> torch.autocast:
+    """Autocast to ``dtype``; float32 means none (CPU autocast does not take it)."""
+    return torch.autocast(device, dtype=dtype, enabled=dtype != torch.float32)
 
 
 def general_kl(model: PeftModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str]) -> float:
@@ -290,7 +295,7 @@ def train_adapter(
         losses = []
         for ids, labels, mask, anchored in batches(encoded, cfg.batch_size, pad_id, rng):
             ids, labels, mask, anchored = (t.to(device) for t in (ids, labels, mask, anchored))
-            with torch.autocast(device, dtype=dtype, enabled=dtype != torch.float32):
+            with autocast(device, dtype):
                 loss = answer_loss(model, ids, labels, mask, anchored, cfg.kl_weight)
                 if cfg.self_distill_every and distilled and step % cfg.self_distill_every == 0:
                     chosen = rng.sample(distilled, min(cfg.batch_size, len(distilled)))
