@@ -4,7 +4,8 @@
 - held-out, per passage: questions the model wrote (a procedure the training
   questions never used), scored against the passage's statement, for the
   adapter as served and for the base model closed-book on the same questions:
-  an adapter that leaves any passage below the base model is rejected;
+  an adapter that leaves any passage below the base model is rejected; a
+  passage with no held-out question is named as not judged, never scored 1.0;
 - retention: general probe questions the base model answers right stay right
   and no answer degenerates, as served (routed) and for the adapter alone;
   and the adapter's KL to the base model on general prompts (measured in training) stays small;
@@ -20,6 +21,7 @@ from pydantic import BaseModel
 
 from consolidator.answers import expected_in
 from consolidator.data import Dataset, PassageData, Probe, probe_set
+from consolidator.heldout import HeldOut
 from daemon.config import GatesConfig
 from daemon.engine.client import BASE_MODEL_NAME, EngineClient
 from daemon.memory.records import GateResult
@@ -63,12 +65,51 @@ async def ask(engine: EngineClient, models: list[str], questions: list[str]) -> 
 
 
 def mean(values: list[float]) -> float:
+    """Of nothing, 1.0: nothing was trained or known before, so nothing was lost."""
     return sum(values) / len(values) if values else 1.0
 
 
-def gate(name: str, value: float, threshold: float, *, at_most: bool = False) -> GateResult:
-    passed = value <= threshold if at_most else value >= threshold
-    return GateResult(name=name, value=value, threshold=threshold, passed=passed)
+def gate(
+    name: str, value: float, threshold: float, *, at_most: bool = False, judged: bool = True
+) -> GateResult:
+    """A gate with nothing to measure passes, and says so (``judged`` false)."""
+    passed = not judged or (value <= threshold if at_most else value >= threshold)
+    return GateResult(name=name, value=value, threshold=threshold, passed=passed, judged=judged)
+
+
+def held_out_per_passage(
+    passages: list[PassageData],
+    held: list[tuple[PassageData, HeldOut]],
+    answers: list[str],
+    base_answers: list[str],
+) -> tuple[dict[str, dict[str, float]], list[str]]:
+    """Each passage's held-out score next to the base model's, and what the operator must know.
+
+    A passage none of whose held-out questions passed the teacher check cannot be
+    compared with the base model: it is reported as not judged, never as a 1.0.
+    """
+    per_passage: dict[str, dict[str, float]] = {}
+    below: list[str] = []
+    unjudged: list[str] = []
+    for p in passages:
+        rows = [i for i, (q, _) in enumerate(held) if q is p]
+        scores = [held[i][1].score(answers[i]) for i in rows]
+        base = [held[i][1].score(base_answers[i]) for i in rows]
+        ours, theirs = (sum(scores) / len(rows), sum(base) / len(rows)) if rows else (0.0, 0.0)
+        per_passage[p.passage_id] = {
+            "held_out": ours,
+            "held_out_base": theirs,
+            "held_out_questions": float(len(rows)),
+        }
+        name = f"passage {p.passage_id} ({p.title or _title(p)})"
+        if not rows:
+            unjudged.append(f"{name}: no held-out question passed the teacher check, not judged")
+        elif ours < theirs:
+            below.append(
+                f"{name}: held-out {ours:.2f} below the base model's {theirs:.2f} "
+                f"on {len(rows)} questions"
+            )
+    return per_passage, below + unjudged
 
 
 async def evaluate(
@@ -108,26 +149,13 @@ async def evaluate(
         if not ok
     ]
 
-    per_passage: dict[str, dict[str, float]] = {}
-    worse: list[str] = []
+    per_passage, held_failures = held_out_per_passage(dataset.passages, held, h_ans, h_base)
+    failures = held_failures + failures
+    worse = [i for i, p in per_passage.items() if p["held_out"] < p["held_out_base"]]
+    unjudged = [i for i, p in per_passage.items() if not p["held_out_questions"]]
     for p in dataset.passages:
-        rows = [i for i, (q, _) in enumerate(held) if q is p]
-        scores = [held[i][1].score(h_ans[i]) for i in rows]
-        base = [held[i][1].score(h_base[i]) for i in rows]
         eff = [ok for (q, _), ok in zip(trained, t_ok, strict=True) if q is p]
-        per_passage[p.passage_id] = {
-            "efficacy": mean([float(x) for x in eff]),
-            "held_out": mean(scores),
-            "held_out_base": mean(base),
-            "held_out_questions": float(len(rows)),
-        }
-        if rows and mean(scores) < mean(base):
-            worse.append(_title(p))
-            failures.insert(
-                0,
-                f"passage {p.passage_id} ({_title(p)}): held-out {mean(scores):.2f} below the "
-                f"base model's {mean(base):.2f} on {len(rows)} questions",
-            )
+        per_passage[p.passage_id]["efficacy"] = mean([float(x) for x in eff])
 
     known = [i for i, p in enumerate(probes) if probe_correct(p, p_base[i])]
     broken = [i for i in known if not probe_correct(probes[i], p_new[i]) or degenerate(p_new[i])]
@@ -147,10 +175,11 @@ async def evaluate(
 
     metrics = {
         "efficacy": mean([float(x) for x in t_ok]),
-        "held_out": mean(held_scores),
-        "held_out_base": mean(held_base),
+        "held_out": mean(held_scores) if held else 0.0,
+        "held_out_base": mean(held_base) if held else 0.0,
         "held_out_questions": float(len(held)),
         "passages_below_base": float(len(worse)),
+        "passages_without_held_out": float(len(unjudged)),
         "retention": retention,
         "adapter_retention": adapter_retention,
         "previous_passages": previous,
@@ -160,7 +189,7 @@ async def evaluate(
     }
     results = [
         gate("efficacy", metrics["efficacy"], gates.efficacy_min),
-        gate("held_out", metrics["held_out"], gates.generalization_min),
+        gate("held_out", metrics["held_out"], gates.generalization_min, judged=bool(held)),
         gate("passages_below_base", len(worse), gates.passages_below_base_max, at_most=True),
         gate("retention", retention, gates.retention_min),
         gate("adapter_retention", adapter_retention, gates.adapter_retention_min),

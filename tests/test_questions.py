@@ -6,6 +6,7 @@ from typing import cast
 
 from consolidator.answers import real_question
 from consolidator.data import PassageData, candidate_questions, passage_text, verdict
+from consolidator.evaluate import gate, held_out_per_passage
 from consolidator.heldout import HeldOut, held_out_forms
 from consolidator.questions import Question, rule_questions, wh_questions
 from daemon.memory.language import Language
@@ -197,3 +198,25 @@ def test_combined_questions_ask_two_statements_at_once() -> None:
     questions = candidate_questions(LANG, cast(Embedder, None), passage, statements)
     pairs = [q for q in questions if q.kind == "combined"]
     assert pairs and all(q.statement == " ".join(statements) for q in pairs), texts(questions)
+
+
+def test_a_passage_without_held_out_questions_is_not_judged_and_not_scored_one() -> None:
+    leave = PassageData(passage_id="p1", title="Leave", text=POLICY, statements=["x"])
+    silent = PassageData(passage_id="p2", title="Travel", text="y", statements=["y"])
+    held = [
+        (
+            leave,
+            HeldOut(question="Is it allowed?", reference="It is not.", expects="no", teacher="No."),
+        ),
+    ]
+    per_passage, notes = held_out_per_passage([leave, silent], held, ["Yes."], ["No."])
+    assert per_passage["p1"] == {"held_out": 0.0, "held_out_base": 1.0, "held_out_questions": 1.0}
+    assert per_passage["p2"]["held_out_questions"] == 0.0
+    assert per_passage["p2"]["held_out"] == 0.0
+    assert notes == [
+        "passage p1 (Leave): held-out 0.00 below the base model's 1.00 on 1 questions",
+        "passage p2 (Travel): no held-out question passed the teacher check, not judged",
+    ]
+    unjudged = gate("held_out", 0.0, 0.3, judged=False)
+    assert unjudged.passed and not unjudged.judged
+    assert not gate("held_out", 0.2, 0.3).passed

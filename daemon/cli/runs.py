@@ -112,7 +112,8 @@ def consolidation_show(
     for col in ("gate", "value", "threshold", "passed"):
         gates.add_column(col)
     for g in run["gates"]:
-        gates.add_row(g["name"], f"{g['value']:.3f}", f"{g['threshold']:.3f}", str(g["passed"]))
+        value = f"{g['value']:.3f}" if g.get("judged", True) else "not judged"
+        gates.add_row(g["name"], value, f"{g['threshold']:.3f}", str(g["passed"]))
     console.print(gates)
     console.print(f"facts: {', '.join(run['fact_ids']) or '-'}")
     console.print(f"metrics: {json.dumps(run['metrics'])}")

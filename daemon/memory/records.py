@@ -94,6 +94,7 @@ class GateResult(BaseModel):
     value: float
     threshold: float
     passed: bool
+    judged: bool = True  # false: nothing to measure (no held-out question), passed unjudged
 
 
 class Consolidation(BaseModel):
