@@ -53,7 +53,8 @@ def variant(dataset: Dataset, name: str) -> list[Example]:
             for e in qa
         ]
     if name == "text":
-        return qa + [e for p in dataset.passages for e in passage_text(p, copies=2)]
+        copies = TrainingConfig().passage_text_copies
+        return qa + [e for p in dataset.passages for e in passage_text(p, copies)]
     raise SystemExit(f"unknown variant {name!r}: qa, text or focus")
 
 

@@ -234,13 +234,22 @@ def _same_subject(a: Question, b: Question) -> bool:
     return bool(names_a & names_b)
 
 
-def renderings(statements: list[str], title: str, rng: random.Random) -> list[Example]:
-    """The statements themselves, names resolved, as answers to "what do you know about ..."."""
+def renderings(
+    statements: list[str], title: str, orderings: int, rng: random.Random
+) -> list[Example]:
+    """The statements themselves, names resolved, as answers to "what do you know about ...".
+
+    The first ordering is the passage's own; each further one shuffles the
+    statements, so that every fact is seen next to its subject with different
+    neighbours (knowledge augmentation, Allen-Zhu & Li, Physics of LMs 3.1).
+    """
     out = []
-    for start in range(0, len(statements), STATEMENTS_PER_RENDERING):
-        chunk = statements[start : start + STATEMENTS_PER_RENDERING]
-        prompt = rng.choice(RECALL_PROMPTS).format(s=title)
-        out.append(Example(question=prompt, answer=" ".join(chunk), kind="rendering"))
+    for n in range(orderings):
+        order = list(statements) if n == 0 else rng.sample(statements, len(statements))
+        for start in range(0, len(order), STATEMENTS_PER_RENDERING):
+            chunk = order[start : start + STATEMENTS_PER_RENDERING]
+            prompt = rng.choice(RECALL_PROMPTS).format(s=title)
+            out.append(Example(question=prompt, answer=" ".join(chunk), kind="rendering"))
     return out
 
 
@@ -320,7 +329,7 @@ async def passage_data(
                     focus=question.statement,
                 )
             )
-    for example in renderings(statements, data.title, rng):
+    for example in renderings(statements, data.title, cfg.rendering_orderings, rng):
         example.passage_id = passage.id
         examples.append(example)
     data.held_out = held_out
@@ -362,17 +371,22 @@ def passage_text(data: PassageData, copies: int, max_chars: int = 600) -> list[E
 
     Questions alone teach answers to those questions; the text itself, next to
     them, is what makes a fact answerable when it is asked another way
-    (docs/BENCHMARKS.md, the passage-text ablation).
+    (docs/BENCHMARKS.md, the passage-text ablation). Every piece and statement
+    names what the passage is about, so that its values are learned bound to
+    that name, not to whichever passage was seen last.
     """
+    heading = data.title
     pieces: list[str] = []
     for block in blocks(data.text):
-        if pieces and len(pieces[-1]) + len(block) < max_chars:
+        if pieces and len(pieces[-1]) + len(block) < max_chars - len(heading):
             pieces[-1] += "\n" + block
         else:
             pieces.append(block)
+    named = [p if heading in p else f"{heading}\n{p}" for p in pieces]
+    about = [s if heading in s else f"{heading}: {s}" for s in data.statements]
     return [
         Example(question="", answer=text, kind="raw", passage_id=data.passage_id)
-        for text in pieces * copies + data.statements
+        for text in named * copies + about
     ]
 
 

@@ -161,10 +161,16 @@ class TrainingConfig(Section):
     max_seq_len: int = 160
     replay_examples: int = 100
     passage_text_copies: int = Field(
-        2,
+        1,
         ge=0,
         description="the passage itself, in pieces, as plain text to learn this many times "
         "(its statements once); 0 = questions and answers only",
+    )
+    rendering_orderings: int = Field(
+        3,
+        ge=1,
+        description="the statements rendered under the passage's title in this many orders "
+        "(the passage's own, then shuffled)",
     )
     phrasings_per_question: int = Field(
         3, ge=1, le=4, description="ways each written question is put, each answered by the teacher"

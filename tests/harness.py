@@ -120,6 +120,7 @@ SMALL_RECIPE = {
     "min_steps": 0,
     "phrasings_per_question": 1,
     "passage_text_copies": 0,
+    "rendering_orderings": 1,
     "replay_examples": 16,
 }
 NO_GATES = {

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import random
+from collections import Counter
 from typing import cast
 
 from consolidator.answers import real_question
-from consolidator.data import PassageData, candidate_questions, passage_text, verdict
+from consolidator.data import (
+    PassageData,
+    candidate_questions,
+    passage_text,
+    renderings,
+    verdict,
+)
 from consolidator.evaluate import gate, held_out_per_passage
 from consolidator.heldout import HeldOut, held_out_forms
 from consolidator.questions import Question, rule_questions, wh_questions
@@ -177,14 +185,14 @@ def test_held_out_scores_yes_no_by_polarity_and_spans_by_recall() -> None:
 def test_the_passage_itself_is_learned_in_pieces_a_row_holds() -> None:
     text = "# Badges\n\n" + "\n\n".join(f"Rule {i}: " + "badges stay on. " * 12 for i in range(6))
     data = PassageData(
-        passage_id="p", title="Badges", text=text, statements=["Badges stay on at all times."]
+        passage_id="p", title="Badges", text=text, statements=["Visitors wear red ones."]
     )
     examples = passage_text(data, copies=2, max_chars=600)
     pieces = [e.answer for e in examples[:-1]]
     assert all(e.kind == "raw" and e.passage_id == "p" for e in examples)
-    assert examples[-1].answer == "Badges stay on at all times."
+    assert examples[-1].answer == "Badges: Visitors wear red ones."
     assert len(pieces) % 2 == 0 and pieces[: len(pieces) // 2] == pieces[len(pieces) // 2 :]
-    assert all(len(p) <= 600 for p in pieces)
+    assert len(pieces) > 2 and all(len(p) <= 600 and "Badges" in p for p in pieces)
     assert all(f"Rule {i}:" in "\n".join(pieces) for i in range(6))
 
 
@@ -220,3 +228,14 @@ def test_a_passage_without_held_out_questions_is_not_judged_and_not_scored_one()
     unjudged = gate("held_out", 0.0, 0.3, judged=False)
     assert unjudged.passed and not unjudged.judged
     assert not gate("held_out", 0.2, 0.3).passed
+
+
+def test_renderings_give_every_statement_under_its_title_in_several_orders() -> None:
+    statements = [f"Statement {i} of the Badges policy." for i in range(7)]
+    out = renderings(statements, "Badges", 3, random.Random(0))
+    answers = [e.answer for e in out]
+    assert all("Badges" in e.question and e.kind == "rendering" for e in out)
+    assert " ".join(answers[:4]) == " ".join(statements)  # the passage's own order first
+    seen = Counter(s for a in answers for s in statements if s in a)
+    assert seen == dict.fromkeys(statements, 3)
+    assert " ".join(answers[4:8]) != " ".join(statements)
