@@ -101,7 +101,7 @@ def held_out_per_passage(
             "held_out_base": theirs,
             "held_out_questions": float(len(rows)),
         }
-        name = f"passage {p.passage_id} ({p.title or _title(p)})"
+        name = f"passage {p.passage_id} ({_title(p)})"
         if not rows:
             unjudged.append(f"{name}: no held-out question passed the teacher check, not judged")
         elif ours < theirs:

@@ -209,8 +209,8 @@ def test_combined_questions_ask_two_statements_at_once() -> None:
 
 
 def test_a_passage_without_held_out_questions_is_not_judged_and_not_scored_one() -> None:
-    leave = PassageData(passage_id="p1", title="Leave", text=POLICY, statements=["x"])
-    silent = PassageData(passage_id="p2", title="Travel", text="y", statements=["y"])
+    leave = PassageData(passage_id="p1", title="Leave", text=POLICY, statements=["Leave rules."])
+    silent = PassageData(passage_id="p2", title="Travel", text="y", statements=["Travel rules."])
     held = [
         (
             leave,
@@ -222,8 +222,8 @@ def test_a_passage_without_held_out_questions_is_not_judged_and_not_scored_one()
     assert per_passage["p2"]["held_out_questions"] == 0.0
     assert per_passage["p2"]["held_out"] == 0.0
     assert notes == [
-        "passage p1 (Leave): held-out 0.00 below the base model's 1.00 on 1 questions",
-        "passage p2 (Travel): no held-out question passed the teacher check, not judged",
+        "passage p1 (Leave rules.): held-out 0.00 below the base model's 1.00 on 1 questions",
+        "passage p2 (Travel rules.): no held-out question passed the teacher check, not judged",
     ]
     unjudged = gate("held_out", 0.0, 0.3, judged=False)
     assert unjudged.passed and not unjudged.judged
