@@ -47,10 +47,13 @@ class Document(BaseModel):
     questions: dict[str, list[Item]]
 
 
-def load(folder: Path, limit: int | None = None) -> list[Document]:
+def load(folder: Path, limit: int | None = None, *, unheaded: bool = False) -> list[Document]:
+    """The documents; ``unheaded``: without their "# Title" line, as text is often pasted."""
     docs = []
     for path in sorted(folder.glob("*.yaml")):
         raw = yaml.safe_load(path.read_text())
+        if unheaded:
+            raw["text"] = re.sub(r"\A# [^\n]*\n+", "", raw["text"])
         docs.append(Document(slug=path.stem, **raw))
     # Interleave kinds, so that --docs N keeps a mix.
     by_kind: dict[str, list[Document]] = {}

@@ -71,6 +71,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--suite", choices=["documents", "facts"], default="documents")
     parser.add_argument("--docs", type=int, default=None, help="documents suite: the first N")
+    parser.add_argument(
+        "--unheaded", action="store_true", help="documents suite: without their title line"
+    )
     parser.add_argument("--facts", type=int, default=20)
     parser.add_argument("--recipe", choices=["distill", "plain"], default="distill")
     parser.add_argument("--json", type=Path, help="write the results here too")
@@ -117,10 +120,10 @@ def main() -> None:
                 daemon.openai(timeout=600),
                 engine,
                 daemon,
-                load(ROOT / "bench" / "documents", args.docs),
+                load(ROOT / "bench" / "documents", args.docs, unheaded=args.unheaded),
                 general,
             )
-            results.update(recipe=args.recipe, overrides=overrides)
+            results.update(recipe=args.recipe, overrides=overrides, unheaded=args.unheaded)
         finally:
             daemon.stop()
         print(report(results))

@@ -39,12 +39,13 @@ from consolidator.questions import (
     teacher_context,
     wh_questions,
 )
+from consolidator.titles import title
 from daemon.config import TrainingConfig
 from daemon.engine.client import BASE_MODEL_NAME, EngineClient
 from daemon.memory.language import Language
 from daemon.memory.records import Fact, Passage
 from daemon.memory.relevance import Embedder
-from daemon.memory.segment import blocks, normalize
+from daemon.memory.segment import blocks
 
 RECALL_PROMPTS = (
     "What do you know about {s}?",
@@ -91,7 +92,7 @@ class PassageData(BaseModel):
     """What a run knows of one passage: its text as taught, its questions, what was dropped."""
 
     passage_id: str
-    title: str = ""  # what the passage is about: its heading or first name
+    title: str = ""  # what the passage is about: its heading or first name (consolidator.titles)
     text: str  # as the teacher saw it (forgotten or replaced statements left out)
     statements: list[str]
     trained: list[Trained] = Field(default_factory=list)
@@ -112,7 +113,7 @@ class Dataset(BaseModel):
         ..."), and the questions trained on."""
         out: list[str] = []
         for p in self.passages:
-            out += p.statements + [f"{p.title}: {s}" for s in p.statements]
+            out += p.statements + [f"{p.title}: {s}" for s in p.statements if p.title]
             out += [t.question for t in p.trained]
         return out
 
@@ -235,7 +236,7 @@ def _same_subject(a: Question, b: Question) -> bool:
 
 
 def renderings(
-    statements: list[str], title: str, orderings: int, rng: random.Random
+    statements: list[str], subject: str, orderings: int, rng: random.Random
 ) -> list[Example]:
     """The statements themselves, names resolved, as answers to "what do you know about ...".
 
@@ -248,23 +249,9 @@ def renderings(
         order = list(statements) if n == 0 else rng.sample(statements, len(statements))
         for start in range(0, len(order), STATEMENTS_PER_RENDERING):
             chunk = order[start : start + STATEMENTS_PER_RENDERING]
-            prompt = rng.choice(RECALL_PROMPTS).format(s=title)
+            prompt = rng.choice(RECALL_PROMPTS).format(s=subject or "this")
             out.append(Example(question=prompt, answer=" ".join(chunk), kind="rendering"))
     return out
-
-
-def title(passage: str, statements: list[str]) -> str:
-    """What a passage is about: its heading, else the first name its first statement gives."""
-    first = passage.strip().splitlines()[0] if passage.strip() else ""
-    if first.lstrip().startswith("#"):
-        return normalize(first.lstrip("# ")).rstrip(".")
-    run: list[str] = []
-    for word in (statements[0] if statements else passage).split()[:12]:
-        if word[:1].isupper():
-            run.append(word.rstrip(",.;:"))
-        elif run:
-            break
-    return " ".join(run).removesuffix("'s") or "this"
 
 
 async def passage_data(

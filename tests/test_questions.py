@@ -6,8 +6,11 @@ import random
 from collections import Counter
 from typing import cast
 
+import pytest
+
 from consolidator.answers import real_question
 from consolidator.data import (
+    Dataset,
     PassageData,
     candidate_questions,
     passage_text,
@@ -17,6 +20,7 @@ from consolidator.data import (
 from consolidator.evaluate import gate, held_out_per_passage
 from consolidator.heldout import HeldOut, held_out_forms
 from consolidator.questions import Question, rule_questions, wh_questions
+from consolidator.titles import title
 from daemon.memory.language import Language
 from daemon.memory.records import Passage
 from daemon.memory.relevance import Embedder
@@ -239,3 +243,46 @@ def test_renderings_give_every_statement_under_its_title_in_several_orders() -> 
     seen = Counter(s for a in answers for s in statements if s in a)
     assert seen == dict.fromkeys(statements, 3)
     assert " ".join(answers[4:8]) != " ".join(statements)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("# Badges at Corrin & Hale\n\nVisitors wear red ones.", "Badges at Corrin & Hale"),
+        (
+            "These rules apply to all employees of Fernhollow Foods. Staff get 27 days.",
+            "Fernhollow Foods",
+        ),
+        (
+            "The Halsworth Guild of Glass Restorers was founded in 1887.",
+            "Halsworth Guild of Glass Restorers",
+        ),
+        ("Leonardo da Vinci painted the Mona Lisa.", "Leonardo da Vinci"),
+        ("In March 2020, Acme Robotics moved to Oslo.", "Acme Robotics"),
+        ("Sablecask is a key-value store. Its data lives in `/var/lib/sablecask`.", "Sablecask"),
+        (
+            "Odalys Verhoeven-Castellane's first novel appeared in 1990.",
+            "Odalys Verhoeven-Castellane",
+        ),
+        # Nothing named: no title rather than "This" or "Employees".
+        ("This section applies to everyone who travels. Employees book trains.", ""),
+        ("Employees may work remotely. Most employees do.", ""),
+    ],
+)
+def test_a_passage_is_titled_by_its_heading_or_the_first_name_it_gives(
+    text: str, expected: str
+) -> None:
+    assert title(text, [text.split("\n")[-1].split(". ")[0] + "."]) == expected
+
+
+def test_a_passage_without_a_name_is_learned_without_a_heading() -> None:
+    data = PassageData(
+        passage_id="p",
+        title="",
+        text="Employees book trains.",
+        statements=["Employees book trains."],
+    )
+    assert [e.answer for e in passage_text(data, copies=1)] == ["Employees book trains."] * 2
+    assert Dataset(examples=[], passages=[data]).routing_texts() == ["Employees book trains."]
+    prompts = [e.question for e in renderings(data.statements, "", 1, random.Random(0))]
+    assert prompts and all(p.rstrip("?.").endswith("about this") for p in prompts)
