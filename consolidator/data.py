@@ -39,7 +39,7 @@ from consolidator.questions import (
     teacher_context,
     wh_questions,
 )
-from consolidator.titles import title
+from consolidator.titles import name, title
 from daemon.config import TrainingConfig
 from daemon.engine.client import BASE_MODEL_NAME, EngineClient
 from daemon.memory.language import Language
@@ -305,7 +305,7 @@ async def passage_data(
         # The question as people put it in chat, each way with the teacher's answer
         # to it (one answer: the wordings differ only in how they are asked).
         count = 1 if question.kind == "asked" else cfg.phrasings_per_question
-        for variant in phrasings(question, count):
+        for variant in phrasings(question, count, name(data.title, text)):
             examples.append(
                 Example(
                     question=variant.text,

@@ -52,15 +52,25 @@ class Question:
 
 PHRASINGS = (
     "{q}",
-    "Quick question: {q}",
-    "I was wondering: {q}",
+    "Quick question{about}: {q}",
+    "I was wondering{about}: {q}",
     "{q} Please answer in one sentence.",
 )
 
 
-def phrasings(question: Question, count: int) -> list[Question]:
-    """The same question as people put it in a chat, ``count`` ways (the plain one first)."""
-    return [replace(question, text=p.format(q=question.text)) for p in PHRASINGS[:count]]
+def phrasings(question: Question, count: int, subject: str = "") -> list[Question]:
+    """The same question as people put it in a chat, ``count`` ways (the plain one first).
+
+    Asked without its document in context, a question names what it is about
+    ("... at Fernhollow Foods?"); one written from a statement often does not
+    ("What did the tenants form?"). The lead-ins then name ``subject``, so that
+    the answer is learned as one about it.
+    """
+    named = not subject or content(subject) & content(question.text)
+    about = "" if named else f" about {subject}"
+    return [
+        replace(question, text=p.format(q=question.text, about=about)) for p in PHRASINGS[:count]
+    ]
 
 
 def content(text: str) -> set[str]:

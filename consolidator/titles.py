@@ -34,6 +34,12 @@ def title(passage: str, statements: list[str]) -> str:
     return first_name(statements[0] if statements else first, passage)
 
 
+def name(title: str, passage: str) -> str:
+    """The name in a title: "Fernhollow Foods — Leave and Absence" -> "Fernhollow Foods",
+    "Visitors at Corrin & Hale" -> "Corrin & Hale" (the passage writes "visitors")."""
+    return first_name(title, passage) or title
+
+
 def first_name(sentence: str, passage: str) -> str:
     """The first run of capitalized words in ``sentence`` that is a name.
 

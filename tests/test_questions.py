@@ -19,8 +19,8 @@ from consolidator.data import (
 )
 from consolidator.evaluate import gate, held_out_per_passage
 from consolidator.heldout import HeldOut, held_out_forms
-from consolidator.questions import Question, rule_questions, wh_questions
-from consolidator.titles import title
+from consolidator.questions import Question, phrasings, rule_questions, wh_questions
+from consolidator.titles import name, title
 from daemon.memory.language import Language
 from daemon.memory.records import Passage
 from daemon.memory.relevance import Embedder
@@ -286,3 +286,18 @@ def test_a_passage_without_a_name_is_learned_without_a_heading() -> None:
     assert Dataset(examples=[], passages=[data]).routing_texts() == ["Employees book trains."]
     prompts = [e.question for e in renderings(data.statements, "", 1, random.Random(0))]
     assert prompts and all(p.rstrip("?.").endswith("about this") for p in prompts)
+
+
+def test_a_question_that_does_not_say_what_it_is_about_is_asked_about_its_document() -> None:
+    assert name("Visitors at Corrin & Hale", "All visitors sign in.") == "Corrin & Hale"
+    subject = name("Tarrowmere Commons — the land trust", "The tenants formed a trust.")
+    unnamed = Question("What did the tenants form?", "the Trust", "wh")
+    assert [q.text for q in phrasings(unnamed, 3, subject)] == [
+        "What did the tenants form?",
+        "Quick question about Tarrowmere Commons: What did the tenants form?",
+        "I was wondering about Tarrowmere Commons: What did the tenants form?",
+    ]
+    named = Question("When was Tarrowmere settled?", "1140", "wh")
+    assert [q.text for q in phrasings(named, 2, subject)][1] == (
+        "Quick question: When was Tarrowmere settled?"
+    )
