@@ -242,6 +242,12 @@ def run_suite(
         "step_seconds": {s["name"]: s["seconds"] for s in run["steps"]},
         "data": next((s["detail"] for s in run["steps"] if s["name"] == "data"), {}),
         "gates": {g["name"]: round(g["value"], 3) for g in run["gates"]},
+        # Which passage the gates would reject, and on which questions: gone with the daemon.
+        "reasons": run["reasons"],
+        "per_passage": next(
+            (s["detail"].get("per_passage", {}) for s in run["steps"] if s["name"] == "evaluate"),
+            {},
+        ),
         "adapter_path": run["adapter_path"],
         "answers": [
             {
