@@ -292,6 +292,7 @@ async def passage_data(
         ),
     )
     examples: list[Example] = []
+    subject = name(data.title, text)
     for question, answer in zip(candidates, answers, strict=True):
         target, why = verdict(question, answer, text)
         if target is None:
@@ -305,7 +306,7 @@ async def passage_data(
         # The question as people put it in chat, each way with the teacher's answer
         # to it (one answer: the wordings differ only in how they are asked).
         count = 1 if question.kind == "asked" else cfg.phrasings_per_question
-        for variant in phrasings(question, count, name(data.title, text)):
+        for variant in phrasings(question, count, subject):
             examples.append(
                 Example(
                     question=variant.text,
