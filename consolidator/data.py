@@ -39,7 +39,7 @@ from consolidator.questions import (
     teacher_context,
     wh_questions,
 )
-from consolidator.titles import name, title
+from consolidator.titles import name, title, unnamed
 from daemon.config import TrainingConfig
 from daemon.engine.client import BASE_MODEL_NAME, EngineClient
 from daemon.memory.language import Language
@@ -201,11 +201,12 @@ def supported_part(answer: str, statement: str, question: str) -> str | None:
 
 
 def candidate_questions(
-    lang: Language, embedder: Embedder, passage: Passage, statements: list[str]
+    lang: Language, embedder: Embedder, passage: Passage, statements: list[str], subject: str = ""
 ) -> list[Question]:
     """Questions written from the statements, two combined per subject, and the users' own.
 
-    A user's question expects what the statement closest to it in meaning says.
+    A user's question expects what the statement closest to it in meaning says,
+    both compared without the passage's name ``subject`` (consolidator.titles.unnamed).
     """
     written: list[Question] = []
     for statement in statements:
@@ -220,7 +221,10 @@ def candidate_questions(
     if passage.questions and statements:
         # The two closest: the closest alone is wrong often enough ("work from home"
         # is nearest to "work from another country").
-        similarity = embedder.embed(passage.questions) @ embedder.embed(statements).T
+        similarity = (
+            embedder.embed([unnamed(q, subject) for q in passage.questions])
+            @ embedder.embed([unnamed(s, subject) for s in statements]).T
+        )
         closest = similarity.argsort(axis=1)[:, ::-1][:, :ASKED_FOCUS]
         asked = [
             Question(q, "", "asked", " ".join(statements[int(i)] for i in sorted(row)))
@@ -272,9 +276,10 @@ async def passage_data(
         text=text,
         statements=statements,
     )
+    subject = name(data.title, text)
     dropped: Counter[str] = Counter()
     candidates: list[Question] = []
-    for q in candidate_questions(lang, embedder, passage, statements):
+    for q in candidate_questions(lang, embedder, passage, statements, subject):
         if q.kind == "asked" and not real_question(q.text, text):
             dropped["not_a_question"] += 1
         elif q.text not in {c.text for c in candidates}:
@@ -292,7 +297,6 @@ async def passage_data(
         ),
     )
     examples: list[Example] = []
-    subject = name(data.title, text)
     for question, answer in zip(candidates, answers, strict=True):
         target, why = verdict(question, answer, text)
         if target is None:

@@ -19,9 +19,12 @@ was trained on. Both read statements through consolidator.syntax.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
+
+import snowballstemmer
 
 from consolidator.syntax import (
     CLAUSE_PUNCT,
@@ -74,7 +77,14 @@ def phrasings(question: Question, count: int, subject: str = "") -> list[Questio
 
 
 def content(text: str) -> set[str]:
-    return {w.casefold() for w in words(text) if w.casefold() not in STOPWORDS}
+    """The text's words that carry its content, by stem: "receives" and "received" are one word,
+    so that an answer is not taken for saying more than its passage only for its endings."""
+    return {stem(w.casefold()) for w in words(text) if w.casefold() not in STOPWORDS}
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def stem(word: str) -> str:
+    return str(snowballstemmer.stemmer("english").stemWord(word))
 
 
 def _how_to(sent: Span) -> Question | None:

@@ -71,3 +71,19 @@ def prose(text: str) -> str:
     """The text without code spans, paths and addresses: ``/etc/sablecask`` is no lower-case word."""
     text = re.sub(r"`[^`]*`", " ", text)
     return " ".join(t for t in text.split() if not re.search(r"[/@=<>]", t))
+
+
+def unnamed(text: str, subject: str) -> str:
+    """The text without the words of the passage's name ("Who is the current Warden of the
+    Halsworth Guild?" -> "Who is the current Warden of the?").
+
+    Every statement of a passage names its subject, and so do most questions
+    about it: compared by meaning with the name in, a question is closest to
+    whichever statement says the most about the name (the passage's first).
+    """
+    for word in words(subject):
+        if word.casefold() not in STOPWORDS and any(c.isalpha() for c in word):
+            text = re.sub(
+                rf"(?<![\w.-]){re.escape(word)}(?:['’]s)?(?![\w-])", " ", text, flags=re.I
+            )
+    return re.sub(r"\s+([?!.,;:])", r"\1", re.sub(r"\s+", " ", text)).strip()

@@ -20,7 +20,7 @@ from consolidator.data import (
 from consolidator.evaluate import gate, held_out_per_passage
 from consolidator.heldout import HeldOut, held_out_forms
 from consolidator.questions import Question, phrasings, rule_questions, wh_questions
-from consolidator.titles import name, title
+from consolidator.titles import name, title, unnamed
 from daemon.memory.language import Language
 from daemon.memory.records import Passage
 from daemon.memory.relevance import Embedder
@@ -165,6 +165,44 @@ def test_teacher_answers_that_miss_or_invent_are_dropped() -> None:
     )
     assert verdict(asked, "The canteen opens at 11:30.", POLICY) == (None, "unsupported")
     assert verdict(asked, "Visitors must be escorted above the second floor.", POLICY)[0]
+    # Its words are compared by stem: "receives ... holiday" is what "receive" said.
+    days = Question(
+        "How many days of holiday does a full-time employee get?",
+        "",
+        "asked",
+        "Full-time employees receive 27 days of annual leave per calendar year.",
+    )
+    kept, _ = verdict(days, "A full-time employee receives 27 days of holiday.", POLICY)
+    assert kept == "A full-time employee receives 27 days of holiday."
+    assert verdict(days, "A full-time employee receives 30 days.", POLICY)[1] == "unsupported"
+
+
+def test_a_users_question_is_matched_to_its_statement_without_the_name_both_carry() -> None:
+    statements = [
+        "The Halsworth Guild of Glass Restorers is a professional association of stained-glass "
+        "conservators, founded in 1887 in the city of Marlstead.",
+        "The Halsworth Guild of Glass Restorers is run by a council of seven members.",
+        "The Halsworth Guild of Glass Restorers has published a quarterly journal since 1902.",
+        "Since 2022 the Warden has been Imelda Fairweather-Oduya, the first woman to hold the "
+        "office.",
+        "The Halsworth Guild of Glass Restorers's motto is Lux per fragmenta.",
+    ]
+    passage = Passage(
+        id="p",
+        text=" ".join(statements),
+        first_seen=0,
+        last_seen=0,
+        questions=["Who is the current Warden of the Halsworth Guild of Glass Restorers?"],
+    )
+    subject = "Halsworth Guild of Glass Restorers"
+    assert unnamed(passage.questions[0], subject) == "Who is the current Warden of the of?"
+    assert unnamed("Sablecask 4.2's port", "Sablecask 4.2") == "4.2's port"  # versions stay
+    asked = [
+        q
+        for q in candidate_questions(LANG, Embedder(), passage, statements, subject)
+        if q.kind == "asked"
+    ]
+    assert [statements[3] in q.statement for q in asked] == [True], asked
 
 
 def test_held_out_scores_yes_no_by_polarity_and_spans_by_recall() -> None:

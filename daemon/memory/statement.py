@@ -99,14 +99,6 @@ def content_words(text: str) -> set[str]:
     return {w.lower() for w in WORD.findall(text) if w.lower() not in STOPWORDS}
 
 
-_SUFFIX = re.compile(r"(?:ing|ed|s)$")
-
-
-def stems(text: str) -> set[str]:
-    """Content words with common English endings cut ("opens", "opened" -> "open")."""
-    return {_SUFFIX.sub("", w) if len(w) > 4 else w for w in content_words(text)}
-
-
 def names(text: str, *, first: bool = False) -> set[str]:
     """Numbers and capitalized words (the first word only if ``first``): what a text names."""
     found = WORD.findall(text)
