@@ -165,7 +165,13 @@ def invert(sent: Span, answer: list[Token], wh: str) -> str | None:
     lead = "".join(t.text for t in glued)
     gone = {t.i for t in answer} | {t.i for t in subject} | {t.i for t in glued}
     auxes = [t for t in root.children if t.dep_ in ("aux", "auxpass") and t.i < root.i]
-    negs = [t for t in root.children if t.dep_ == "neg"]
+    # "not", and an adverb between the subject and the verb ("also", "still", "then"),
+    # stay in front of the verb: "What do requests also need?", not "... need also?".
+    negs = [
+        t
+        for t in root.children
+        if t.dep_ == "neg" or (t.dep_ == "advmod" and subj.i < t.i < root.i and len(phrase(t)) == 1)
+    ]
     rest = [
         t
         for child in root.children

@@ -45,6 +45,9 @@ def test_wh_questions_invert_the_statement_around_its_answer() -> None:
     assert texts(wh_questions(LANG, "The default port of Quillstore is 7420.")) == [
         ("What is the default port of Quillstore?", "7420")
     ]
+    # An adverb before the verb stays there ("... also need?", not "... need also?").
+    got = texts(wh_questions(LANG, "Long trips also need the approval of your department head."))
+    assert got == [("What do long trips also need?", "the approval of your department head")]
 
 
 def test_questions_keep_words_whole_and_ask_about_something_named() -> None:
