@@ -5,7 +5,8 @@ directory, delivers recurring system-prompt context through the public
 endpoint, asks for a consolidation, then scores closed-book. Two suites:
 
 ``--suite documents`` (the default; bench/documents.py): multi-paragraph
-documents of three kinds with hand-written questions in four sets.
+documents of three kinds with hand-written questions in four sets. After the
+run, bench/stored.py checks which expected values the adapter holds at all.
 
 ``--suite facts``: N one-sentence made-up facts (bench/facts.tsv), scored by
 
@@ -33,6 +34,7 @@ from openai import OpenAI
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import stored
 from bench.documents import load, promoted_run, report, run_suite
 from tests.harness import ROOT, Daemon, daemon_env, deliver_recurring
 
@@ -115,18 +117,15 @@ def main() -> None:
         base_url=f"http://127.0.0.1:{env['MEMORYD_ENGINE__PORT']}/v1", api_key="unused", timeout=600
     )
     if args.suite == "documents":
+        docs = load(ROOT / "bench" / "documents", args.docs, unheaded=args.unheaded)
         try:
-            results = run_suite(
-                daemon.openai(timeout=600),
-                engine,
-                daemon,
-                load(ROOT / "bench" / "documents", args.docs, unheaded=args.unheaded),
-                general,
-            )
+            results = run_suite(daemon.openai(timeout=600), engine, daemon, docs, general)
             results.update(recipe=args.recipe, overrides=overrides, unheaded=args.unheaded)
         finally:
             daemon.stop()
+        results["stored"] = stored.measure(results, docs, args.model)
         print(report(results))
+        print(stored.report(results["stored"]))
         if args.json:
             args.json.write_text(json.dumps(results, indent=2))
         return
