@@ -67,11 +67,13 @@ def right(answer: str, expect: str) -> bool:
     """The answer gives what the question expects (yes/no by its polarity)."""
     if expect.lower() in ("yes", "no"):
         return polarity(answer) == expect.lower()
-    return any(
-        re.search(rf"(?<!\w){re.escape(alt.strip())}(?!\w)", answer, re.I)
-        for alt in expect.split("|")
-        if alt.strip()
-    )
+    return any(mention(answer, alt) for alt in expect.split("|"))
+
+
+def mention(text: str, term: str) -> re.Match[str] | None:
+    """Where ``text`` writes ``term`` as a whole word or phrase, any case."""
+    term = term.strip()
+    return re.search(rf"(?<!\w){re.escape(term)}(?!\w)", text, re.I) if term else None
 
 
 def chat(client: OpenAI, model: str, messages: list[dict[str, str]]) -> tuple[str, str]:

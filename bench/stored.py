@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -25,19 +26,19 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
-from bench.documents import MEMORY_SETS, Document, load, right
+from bench.documents import MEMORY_SETS, Document, load, mention, right
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def value_in(statements: list[str], expect: str) -> tuple[str, re.Match[str]] | None:
     """The first statement that writes one of the expected forms, and where."""
-    for alt in (a.strip() for a in expect.split("|")):
+    for alt in expect.split("|"):
+        if alt.strip().lower() in ("yes", "no"):
+            continue
         for s in statements:
-            if alt and alt.lower() not in ("yes", "no"):
-                found = re.search(rf"(?<!\w){re.escape(alt)}(?!\w)", s, re.I)
-                if found:
-                    return s, found
+            if found := mention(s, alt):
+                return s, found
     return None
 
 
@@ -47,20 +48,15 @@ def predicted(
     """(adapter, base): every token of text[start:end] is the greedy next token."""
     enc = tokenizer(text, return_offsets_mapping=True, return_tensors="pt")
     ids = enc["input_ids"]
-    span = [
-        i for i, (s, e) in enumerate(enc["offset_mapping"][0].tolist()) if e > start and s < end
-    ]
-    out = []
-    for adapter in (True, False):
-        with torch.no_grad():
-            if adapter:
-                logits = model(input_ids=ids).logits
-            else:
-                with model.disable_adapter():
-                    logits = model(input_ids=ids).logits
-        greedy = logits[0].argmax(-1)
-        out.append(all(i > 0 and int(greedy[i - 1]) == int(ids[0, i]) for i in span))
-    return out[0], out[1]
+    offsets = enc["offset_mapping"][0].tolist()
+    span = [i for i, (s, e) in enumerate(offsets) if e > start and s < end]
+
+    def reads(adapter: bool) -> bool:
+        with torch.no_grad(), nullcontext() if adapter else model.disable_adapter():
+            greedy = model(input_ids=ids).logits[0].argmax(-1)
+        return all(i > 0 and int(greedy[i - 1]) == int(ids[0, i]) for i in span)
+
+    return reads(True), reads(False)
 
 
 def passage_of(doc: Document, passages: list[dict[str, Any]]) -> dict[str, Any]:
